@@ -1,0 +1,82 @@
+"""The deployment-backend interface.
+
+A backend deploys a trained torch model for a fixed input shape and answers two questions: what
+does the deployed model output (for on-device mIoU) and how long does one inference take (ms,
+plus energy in mJ where modelled). Every result says whether it was measured on real hardware,
+modelled analytically, or emulated.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Self-description of a backend: name, version, target device and how results arise."""
+
+    name: str
+    version: str
+    device: str
+    emulated: bool  #: True when no real target hardware is used (numerics and/or latency emulated)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Latency of one batch-1 inference.
+
+    ``latency_ms`` is the median (measured) or the model's prediction; ``spread_ms`` the
+    inter-quartile range of the measurements (0 when modelled); ``energy_mj`` is None where
+    energy is not modelled; ``per_layer`` lists dicts with at least ``name``, ``type`` and
+    ``time_ms``.
+    """
+
+    latency_ms: float
+    spread_ms: float = 0.0
+    energy_mj: float | None = None
+    method: str = "modelled"  #: 'measured', 'modelled' or 'emulated'
+    per_layer: tuple[dict[str, Any], ...] = ()
+
+
+class Deployment(abc.ABC):
+    """A model deployed on a backend for one input shape ``(1, C, H, W)``."""
+
+    @abc.abstractmethod
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Outputs (logits, float32) of the deployed model for a float32 batch ``[N,C,H,W]``."""
+
+    @abc.abstractmethod
+    def latency(self) -> LatencyReport:
+        """Latency (and energy) of one batch-1 inference on the target."""
+
+
+class Backend(abc.ABC):
+    """A named, versioned deployment target. Subclasses register with ``@register``."""
+
+    name: str = ""
+    version: str = "0"
+
+    def __init__(self, device: str = "CPU", **options: Any) -> None:
+        self.device = device
+        self.options = options
+
+    @abc.abstractmethod
+    def info(self) -> BackendInfo:
+        """Describe the backend, its software versions and whether results are emulated."""
+
+    @abc.abstractmethod
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "myriadx") -> Deployment:
+        """Deploy an evaluation copy of ``model`` for ``input_shape`` (the model is not changed).
+
+        ``profile`` names the FP16 numerics profile used where the backend emulates numerics.
+        """
+
+    @abc.abstractmethod
+    def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """Predicted batch-1 latency (ms) of ``model`` for ``input_shape`` without measuring."""

@@ -1,0 +1,313 @@
+"""Typed, frozen run configuration.
+
+A run config is built from, in order of precedence: command-line overrides
+(``--set section.key=value`` and named options), a user TOML/YAML file, a preset
+(``dalp_moo/presets/<name>.toml``) and the dataclass defaults. Unknown keys, wrong types and
+out-of-range values raise :class:`~dalp_moo.errors.ConfigError` with one readable line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dalp_moo.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS = ("smoke", "default", "paper")
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config value {key}: {message}")
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """U-Net encoder search space (see :mod:`dalp_moo.space`)."""
+
+    min_units: int = 3  #: fewest encoder units
+    max_units: int = 5  #: most encoder units (genome length is fixed by this)
+    param_cap: int = 100_000  #: constraint: parameters <= cap (parameters)
+    num_classes: int = 2  #: output classes (background, vessel)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.min_units <= self.max_units <= 6, "space.min_units/max_units",
+               f"need 1 <= min_units <= max_units <= 6, got {self.min_units}..{self.max_units}")
+        _check(self.param_cap >= 1000, "space.param_cap", f"must be >= 1000, got {self.param_cap}")
+        _check(self.num_classes >= 2, "space.num_classes", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data source and its pre-processing."""
+
+    source: str = "synthetic"  #: 'synthetic' (embedded generator) or 'airbus:PATH' / 'folder:PATH'
+    n_tiles: int = 600  #: synthetic: tiles over all splits (split 70/15/15)
+    tile_size: int = 64  #: synthetic: tile edge (pixels); real data are tiled to this size
+    bands: int = 4  #: synthetic: spectral bands (blue, green, red, NIR)
+    seed: int = 0  #: synthetic: generator seed
+    normalization: str = "raw"  #: 'raw' digital numbers, 'standardize' per band, or 'scale'
+    scale: float = 1.0 / 4095.0  #: factor applied to inputs when normalization = 'scale'
+    cache_dir: str = ""  #: where generated data are cached ('' = in memory only)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "data.source", "must not be empty")
+        _check(self.n_tiles >= 10, "data.n_tiles", f"must be >= 10, got {self.n_tiles}")
+        _check(16 <= self.tile_size <= 1024, "data.tile_size",
+               f"must be in 16..1024, got {self.tile_size}")
+        _check(1 <= self.bands <= 16, "data.bands", f"must be in 1..16, got {self.bands}")
+        _choice(self.normalization, ("raw", "standardize", "scale"), "data.normalization")
+        _check(self.scale > 0, "data.scale", "must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of one candidate (paper: Adam 1e-3, focal loss, batch 8, patience 3)."""
+
+    epochs: int = 4  #: FP32 training epochs per candidate
+    batch_size: int = 8
+    lr: float = 1e-3  #: Adam learning rate
+    focal_alpha: float = 1.0
+    focal_gamma: float = 2.0
+    patience: int = 3  #: early stopping on validation loss (epochs without improvement)
+    regime: str = "dalp"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
+    finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
+    finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
+    profile: str = "myriadx"  #: deployment numerics profile ('ieee' or 'myriadx')
+    device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
+    threads: int = 0  #: torch CPU threads per evaluation (0 = torch default)
+    max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(0 < self.lr < 1, "train.lr", f"must be in (0, 1), got {self.lr}")
+        _check(0 < self.finetune_lr < 1, "train.finetune_lr", "must be in (0, 1)")
+        _check(self.focal_gamma >= 0, "train.focal_gamma", "must be >= 0")
+        _check(self.focal_alpha > 0, "train.focal_alpha", "must be > 0")
+        _check(self.patience >= 1, "train.patience", "must be >= 1")
+        _choice(self.regime, ("fp32", "ptq", "dalp"), "train.regime")
+        _check(self.finetune_epochs >= 0, "train.finetune_epochs", "must be >= 0")
+        _choice(self.profile, ("ieee", "myriadx"), "train.profile")
+        _choice(self.device, ("auto", "cpu", "cuda"), "train.device")
+        _check(self.threads >= 0, "train.threads", "must be >= 0")
+        _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Deployment backend that measures on-device accuracy and latency."""
+
+    name: str = "analytic"  #: registered backend name (see ``dalp_moo.backends.available()``)
+    device: str = "CPU"  #: device for backends that have several (OpenVINO device name)
+    latency_budget_ms: float = 0.0  #: optional constraint latency <= budget (ms, 0 = none)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "backend.name", "must not be empty")
+        _check(self.latency_budget_ms >= 0, "backend.latency_budget_ms", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The multi-objective search."""
+
+    algorithm: str = "nsga2"  #: 'nsga2' or 'random' (random-search baseline, same budget)
+    population: int = 12  #: population size (individuals per generation)
+    generations: int = 4  #: generations (initial population included)
+    seed: int = 0  #: seed of the search, data split and training
+    mutation_prob: float = 0.2  #: per-gene reset-mutation probability
+    crossover_prob: float = 0.9  #: probability that a mating is crossed over
+    workers: int = 0  #: local Dask workers (0 = evaluate in this process)
+    scheduler: str = ""  #: address of an existing Dask scheduler (tcp://HOST:PORT)
+
+    def __post_init__(self) -> None:
+        _choice(self.algorithm, ("nsga2", "random"), "search.algorithm")
+        _check(self.population >= 2, "search.population", f"must be >= 2, got {self.population}")
+        _check(self.generations >= 1, "search.generations", "must be >= 1")
+        _check(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
+        _check(0 <= self.crossover_prob <= 1, "search.crossover_prob", "must be in [0, 1]")
+        _check(self.workers >= 0, "search.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. ``preset`` records where the defaults came from."""
+
+    preset: str = "default"
+    search: SearchConfig = field(default_factory=SearchConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def evaluation_hash(self) -> str:
+        """Hash of everything that changes one candidate's evaluation (not the search)."""
+        d = self.to_dict()
+        payload = {k: d[k] for k in ("space", "data", "train", "backend")}
+        payload["search_seed"] = self.search.seed
+        payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("threads",)}
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+SECTIONS: dict[str, type] = {
+    "search": SearchConfig,
+    "space": SpaceConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "backend": BackendConfig,
+}
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    return ConfigError(f"unknown config key {where}{key!r}{hint}")
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``typ``; ints are accepted for floats."""
+    if isinstance(typ, str):
+        typ = eval(typ, {"float": float, "int": int, "str": str, "bool": bool})  # noqa: S307
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(typ):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config value {key}: {value!r} has the wrong type")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is type(None) and value is None:
+        return None
+    if typ in (int, float, str, bool) and (type(value) is typ):
+        return value
+    name = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"config value {key}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise _unknown(key, sorted(known), f"{section}.")
+        kwargs[key] = _coerce(value, known[key].type, f"{section}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"config section {section}: {exc}") from exc
+
+
+def build_config(values: dict[str, Any], preset: str = "default") -> RunConfig:
+    """Build a :class:`RunConfig` from a nested mapping ``{section: {key: value}}``."""
+    sections = {}
+    for section, content in values.items():
+        if section == "preset":
+            continue
+        if section not in SECTIONS:
+            raise _unknown(section, sorted(SECTIONS), "section ")
+        if not isinstance(content, dict):
+            raise ConfigError(f"config section {section!r} must be a table of keys")
+        sections[section] = _build_section(SECTIONS[section], content, section)
+    return RunConfig(preset=preset, **sections)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base`` (two levels: section, key)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config file into a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p}: not found")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(p.read_text()) or {}
+        else:
+            data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p}: cannot parse: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"config file {p}: cannot parse: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a table of sections")
+    return data
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The mapping stored in the named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    return tomllib.loads((PRESET_DIR / f"{name}.toml").read_text())
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Parse ``section.key=value`` (value in TOML syntax; bare words are strings)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return {section: {key: value}}
+
+
+def load_config(
+    preset: str = "default",
+    path: str | Path | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+) -> RunConfig:
+    """Resolve preset <- file <- overrides into a validated :class:`RunConfig`."""
+    values = preset_values(preset)
+    if path is not None:
+        file_values = read_file(path)
+        preset = str(file_values.pop("preset", preset))
+        if preset != "default" or "preset" in file_values:
+            values = preset_values(preset)
+        values = merge(values, file_values)
+    for item in overrides or []:
+        values = merge(values, item)
+    return build_config(values, preset=preset)
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """Serialise a config as TOML (readable, and loadable by :func:`load_config`)."""
+    lines = [f'preset = "{cfg.preset}"', ""]
+    for section, content in cfg.to_dict().items():
+        if not isinstance(content, dict):
+            continue
+        lines.append(f"[{section}]")
+        for key, value in content.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)
