@@ -83,7 +83,7 @@ class TrainConfig:
     focal_alpha: float = 1.0
     focal_gamma: float = 2.0
     patience: int = 3  #: early stopping on validation loss (epochs without improvement)
-    regime: str = "dalp"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
+    regime: str = "ptq"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
     finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
     finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
     profile: str = "myriadx"  #: deployment numerics profile ('ieee' or 'myriadx')

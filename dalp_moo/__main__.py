@@ -1,0 +1,5 @@
+"""``python -m dalp_moo``."""
+
+from dalp_moo.cli import main
+
+main(prog_name="python -m dalp_moo")

@@ -1,0 +1,199 @@
+"""Command-line interface: a thin layer over the library API.
+
+``python -m dalp_moo run`` searches; ``backends`` lists deployment backends; ``show`` summarises a
+run folder. Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dalp_moo.errors import DalpError
+from dalp_moo.evaluation.record import EvalRecord
+from dalp_moo.log import configure
+
+
+def _debug_requested(ctx: click.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or "--debug" in sys.argv
+
+
+class DalpGroup(click.Group):
+    """Click group that turns library errors into one readable line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except DalpError as exc:
+            if _debug_requested(ctx):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if _debug_requested(ctx):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=DalpGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="dalp_moo")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """dalp_moo: hardware-aware NAS with deployment-aligned low-precision training."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    configure(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+class TqdmProgress:
+    """Progress bar per generation (evaluations) with a one-line result per candidate."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.generation = 0
+
+    def batch_start(self, n_new: int, n_cached: int) -> None:
+        from tqdm import tqdm
+
+        self.generation += 1
+        self.bar = tqdm(total=n_new + n_cached, desc=f"gen {self.generation}", unit="eval",
+                        dynamic_ncols=True, leave=True, file=sys.stderr)
+
+    def evaluated(self, record: EvalRecord, cached: bool) -> None:
+        if self.bar is None:
+            return
+        if not cached:
+            if record.ok:
+                self.bar.set_postfix_str(f"{record.arch_id} mIoU {record.deployed_miou:.3f} "
+                                         f"{record.latency_ms:.2f}ms {record.params}p")
+            else:
+                self.bar.write(f"  {record.arch_id} {record.status}: {record.reason}", file=sys.stderr)
+        self.bar.update(1)
+
+    def batch_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str, Any]]:
+    from dalp_moo.config import parse_override
+
+    mapping = {
+        "algorithm": ("search", "algorithm"), "seed": ("search", "seed"),
+        "population": ("search", "population"), "generations": ("search", "generations"),
+        "workers": ("search", "workers"), "scheduler": ("search", "scheduler"),
+        "epochs": ("train", "epochs"), "regime": ("train", "regime"), "profile": ("train", "profile"),
+        "device": ("train", "device"), "data": ("data", "source"), "backend": ("backend", "name"),
+        "backend_device": ("backend", "device"), "latency_budget": ("backend", "latency_budget_ms"),
+        "param_cap": ("space", "param_cap"),
+    }
+    out: list[dict[str, Any]] = []
+    for name, (section, key) in mapping.items():
+        if options.get(name) is not None:
+            out.append({section: {key: options[name]}})
+    out.extend(parse_override(s) for s in sets)
+    return out
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["smoke", "default", "paper"]), default="default", show_default=True,
+              help="Built-in configuration: smoke (CI-sized), default (embedded job), paper (paper's budget).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML config file.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config value (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<preset>-<time>].")
+@click.option("--algorithm", type=click.Choice(["nsga2", "random"]), help="Search algorithm.")
+@click.option("--seed", type=int, help="Seed of search, data and training.")
+@click.option("--population", type=int, help="Population size.")
+@click.option("--generations", type=int, help="Number of generations.")
+@click.option("--epochs", type=int, help="FP32 training epochs per candidate.")
+@click.option("--regime", type=click.Choice(["fp32", "ptq", "dalp"]), help="Training/evaluation regime.")
+@click.option("--profile", type=click.Choice(["ieee", "myriadx"]), help="FP16 numerics profile.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
+@click.option("--data", help="Data source: synthetic, airbus:PATH or folder:PATH.")
+@click.option("--backend", help="Deployment backend (see `dalp_moo backends`).")
+@click.option("--backend-device", help="Device of the backend (e.g. OpenVINO CPU).")
+@click.option("--latency-budget", type=float, help="Latency constraint in ms (0 = none).")
+@click.option("--param-cap", type=int, help="Parameter cap (parameters).")
+@click.option("--workers", type=int, help="Local Dask workers (0 = in-process).")
+@click.option("--scheduler", help="Existing Dask scheduler address tcp://HOST:PORT.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@click.option("--force", is_flag=True, help="Start anew in --out even if it holds a run (old folder is renamed).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.pass_context
+def run(ctx: click.Context, preset: str, config_path: str | None, sets: tuple[str, ...], out: str | None,
+        resume_dir: str | None, force: bool, debug: bool, progress: bool, **options: Any) -> None:
+    """Run a search (NSGA-II by default) and write the run folder."""
+    from dalp_moo.config import load_config
+    from dalp_moo.search import run_search
+
+    if debug:
+        ctx.obj["debug"] = True
+        configure(logging.DEBUG)
+    overrides = _overrides(options, sets)
+    if resume_dir:
+        if overrides or config_path:
+            raise DalpError("--resume uses the run folder's own config.toml; drop the other options")
+        outcome = run_search(None, resume_dir, resume=True, progress=TqdmProgress() if progress else None)
+    else:
+        cfg = load_config(preset, config_path, overrides)
+        out = out or str(Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        outcome = run_search(cfg, out, force=force, progress=TqdmProgress() if progress else None)
+    s = outcome.summary
+    click.echo(f"run folder: {outcome.folder.path}")
+    click.echo(f"evaluations: {s['evaluations']} ({s['unique_architectures']} architectures, {s['failed']} failed)")
+    click.echo(f"Pareto front: {s['front_size']} candidates; hypervolume {s['hypervolume']:.4f}")
+    if s["best_deployed_miou"] is not None:
+        tag = " (emulated)" if s["emulated"] else ""
+        click.echo(f"best on-device mIoU{tag}: {s['best_deployed_miou']:.4f} ({s['best_arch_id']}, "
+                   f"{s['best_params']} parameters, {s['best_latency_ms']:.3f} ms)")
+    click.echo(f"time: {s['elapsed_s']:.0f} s")
+
+
+@main.command()
+def backends() -> None:
+    """List the registered deployment backends."""
+    from dalp_moo import backends as registry
+
+    for name, version in registry.available().items():
+        info = registry.get(name).info()
+        kind = "emulated" if info.emulated else "real"
+        click.echo(f"{name:10s} v{version:4s} {kind:8s} {info.device}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def show(run_dir: str) -> None:
+    """Print the summary and Pareto front of a run folder."""
+    from dalp_moo.results import RunFolder
+    from dalp_moo.search.driver import summarise
+
+    folder = RunFolder.open(run_dir)
+    cfg = folder.config()
+    records = folder.records()
+    front, summary = summarise(cfg, records, 0.0)
+    summary.pop("elapsed_s")
+    click.echo(json.dumps(summary, indent=2))
+    table = folder.table(front)[["arch_id", "deployed_miou", "fp32_miou", "latency_ms", "params", "description"]]
+    click.echo(table.to_string(index=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,110 @@
+"""Evaluation of populations: de-duplication by canonical ID, cache, journal, executors.
+
+The Problem hands a batch of genomes to :class:`EvaluationService`. Genomes already evaluated
+(same canonical architecture ID and evaluation-config hash) are answered from the cache; the
+others go to an executor (in-process, or a Dask cluster), and each finished record is appended
+to the journal as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from dalp_moo.config import RunConfig
+from dalp_moo.evaluation.evaluator import evaluate_genome
+from dalp_moo.evaluation.journal import Journal
+from dalp_moo.evaluation.record import EvalRecord
+from dalp_moo.space import SearchSpace
+
+
+class Progress(Protocol):
+    """Receives progress events (the CLI shows a progress bar; the default logs)."""
+
+    def batch_start(self, n_new: int, n_cached: int) -> None: ...
+
+    def evaluated(self, record: EvalRecord, cached: bool) -> None: ...
+
+    def batch_end(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs :func:`evaluate_genome` for many genomes, yielding ``(index, record)`` as they finish."""
+
+    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord]]: ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Evaluates in this process, one candidate after another."""
+
+    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord]]:
+        for i, genome in enumerate(genomes):
+            yield i, evaluate_genome(cfg, genome)
+
+    def close(self) -> None:
+        return None
+
+
+def cache_key(record_or_id: EvalRecord | str, config_hash: str = "") -> str:
+    """Key of the evaluation cache: canonical architecture ID + evaluation-config hash."""
+    if isinstance(record_or_id, EvalRecord):
+        return f"{record_or_id.arch_id}:{record_or_id.config_hash}"
+    return f"{record_or_id}:{config_hash}"
+
+
+class EvaluationService:
+    """Evaluates batches of genomes with caching and journaling."""
+
+    def __init__(self, cfg: RunConfig, journal: Journal | None = None, executor: Executor | None = None,
+                 progress: Progress | None = None, cache: dict[str, EvalRecord] | None = None) -> None:
+        self.cfg = cfg
+        self.space = SearchSpace(cfg.space)
+        self.journal = journal
+        self.executor: Executor = executor or SerialExecutor()
+        self.progress = progress
+        self.cache: dict[str, EvalRecord] = cache if cache is not None else {}
+        self.config_hash = cfg.evaluation_hash()
+        self.n_evaluated = 0
+        self.n_cache_hits = 0
+
+    def preload(self, records: Sequence[EvalRecord]) -> None:
+        """Fill the cache from earlier records (resume, shared cache) of the same config."""
+        for r in records:
+            if r.config_hash == self.config_hash:
+                self.cache[cache_key(r)] = r
+
+    def evaluate_many(self, X: np.ndarray) -> list[EvalRecord]:
+        """One record per row of ``X`` (cached where possible), in row order."""
+        X = np.atleast_2d(X)
+        ids = [self.space.decode(x).arch_id for x in X]
+        keys = [cache_key(i, self.config_hash) for i in ids]
+        todo: dict[str, list[int]] = {}
+        for row, key in enumerate(keys):
+            if key not in self.cache:
+                todo.setdefault(key, []).append(row)
+        n_cached = len(keys) - sum(len(v) for v in todo.values())
+        if self.progress:
+            self.progress.batch_start(len(todo), n_cached)
+            for key in keys:
+                if key in self.cache:
+                    self.progress.evaluated(self.cache[key], cached=True)
+        self.n_cache_hits += n_cached
+        order = list(todo)
+        genomes = [self.space.canonical(X[todo[k][0]]).tolist() for k in order]
+        for i, record in self.executor.map_unordered(self.cfg, genomes):
+            self.cache[order[i]] = record
+            self.n_evaluated += 1
+            if self.journal is not None:
+                self.journal.append(record)
+            if self.progress:
+                self.progress.evaluated(record, cached=False)
+        if self.progress:
+            self.progress.batch_end()
+        return [self.cache[k] for k in keys]
+
+    def close(self) -> None:
+        self.executor.close()
