@@ -1,8 +1,10 @@
 """Data sources for segmentation: the embedded generator and loaders for local data sets.
 
 ``open_source(cfg)`` turns ``DataConfig.source`` into a :class:`SegmentationSource`:
-``synthetic`` (embedded, generated), and loaders registered in ``LOADERS`` by prefix
-(``airbus:PATH``, ``folder:PATH``).
+``synthetic`` (embedded procedural raw-DN maritime scenes), and loaders registered in
+``LOADERS`` by prefix (``airbus:PATH``, ``folder:PATH``). ``normalization_params`` gives the
+per-band (shift, scale) of the model's input normalisation; ``open_chip_source`` the chip
+classification set.
 """
 
 from __future__ import annotations
@@ -11,17 +13,26 @@ from collections.abc import Callable
 
 from dalp_moo.config import DataConfig
 from dalp_moo.data.base import SPLITS, ArrayDataset, BandStats, SegmentationSource, compute_band_stats
+from dalp_moo.data.chips import CHIP_CLASSES, ChipSource, open_chip_source
+from dalp_moo.data.loaders import AirbusSource, FolderSource, open_airbus, open_folder
+from dalp_moo.data.normalization import normalization_params
+from dalp_moo.data.rle import rle_decode, rle_encode
+from dalp_moo.data.scene import GeneratorParams
 from dalp_moo.data.synthetic import SyntheticSource, SyntheticSpec
 from dalp_moo.errors import DataError
 
 #: loaders for ``PREFIX:PATH`` sources: prefix -> factory(path, cfg)
-LOADERS: dict[str, Callable[[str, DataConfig], SegmentationSource]] = {}
+LOADERS: dict[str, Callable[[str, DataConfig], SegmentationSource]] = {
+    "airbus": open_airbus,
+    "folder": open_folder,
+}
 
 
 def open_source(cfg: DataConfig) -> SegmentationSource:
     """Open the data source named by ``cfg.source``."""
     if cfg.source == "synthetic":
-        return SyntheticSource(SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed))
+        spec = SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed)
+        return SyntheticSource(spec, cache_dir=cfg.cache_dir)
     prefix, _, path = cfg.source.partition(":")
     if prefix in LOADERS and path:
         return LOADERS[prefix](path, cfg)
@@ -31,5 +42,7 @@ def open_source(cfg: DataConfig) -> SegmentationSource:
 
 __all__ = [
     "SPLITS", "ArrayDataset", "BandStats", "SegmentationSource", "compute_band_stats",
-    "LOADERS", "open_source",
+    "LOADERS", "open_source", "normalization_params", "SyntheticSource", "SyntheticSpec",
+    "GeneratorParams", "AirbusSource", "FolderSource", "ChipSource", "CHIP_CLASSES",
+    "open_chip_source", "rle_decode", "rle_encode",
 ]
