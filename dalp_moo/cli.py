@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from dalp_moo.data.cli import data
 from dalp_moo.errors import DalpError
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import configure
@@ -194,6 +195,8 @@ def show(run_dir: str) -> None:
     table = folder.table(front)[["arch_id", "deployed_miou", "fp32_miou", "latency_ms", "params", "description"]]
     click.echo(table.to_string(index=False))
 
+
+main.add_command(data)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
