@@ -160,4 +160,9 @@ class SearchSpace:
         return 1 + unit * GENES_PER_UNIT + _GENE_INDEX["channels"]
 
     def expansion_gene(self, unit: int) -> int:
+        """Position of unit ``unit``'s MBConv expansion gene."""
         return 1 + unit * GENES_PER_UNIT + _GENE_INDEX["expansion"]
+
+    def kernel_gene(self, unit: int) -> int:
+        """Position of unit ``unit``'s kernel-size gene."""
+        return 1 + unit * GENES_PER_UNIT + _GENE_INDEX["kernel"]

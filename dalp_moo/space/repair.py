@@ -28,7 +28,7 @@ def repair(space: SearchSpace, genome: np.ndarray, in_channels: int) -> np.ndarr
     """Clip ``genome`` into bounds and shrink it until the network fits ``space.cfg.param_cap``.
 
     Deterministic: repeatedly lowers the largest channel coefficient (ties: the deepest unit),
-    then MBConv expansions, and finally drops the deepest unit. Returns a canonical genome.
+    then MBConv expansions, then kernel sizes, and finally drops the deepest unit. Returns a canonical genome.
     """
     g = space.canonical(genome)
     cap = space.cfg.param_cap
@@ -45,6 +45,10 @@ def repair(space: SearchSpace, genome: np.ndarray, in_channels: int) -> np.ndarr
         expansion_genes = [space.expansion_gene(i) for i in range(n) if g[space.expansion_gene(i)] > 0]
         if expansion_genes:
             g[expansion_genes[-1]] -= 1
+            continue
+        kernel_genes = [space.kernel_gene(i) for i in range(n) if g[space.kernel_gene(i)] > 0]
+        if kernel_genes:
+            g[kernel_genes[-1]] -= 1
             continue
         if g[0] > 0:
             g[0] -= 1

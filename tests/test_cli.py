@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from dalp_moo.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dalp_moo", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--set", "train.epoch=2"], "did you mean 'epochs'"),
+    (["run", "--set", "train.epochs=-1"], "train.epochs"),
+    (["run", "--set", "search.population=abc"], "expected int"),
+    (["run", "--config", "/nonexistent/cfg.toml"], "not found"),
+    (["run", "--data", "nosuch:/x"], "unknown"),
+    (["run", "--backend", "tpu9000", "--preset", "smoke"], "unknown backend"),
+    (["run", "--device", "cuda", "--preset", "smoke"], "no CUDA"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, fragment):
+    result = run_cli(*args, "--out", str(tmp_path / "o"))
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = run_cli("run", "--debug", "--set", "train.epoch=2", "--out", str(tmp_path / "o"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_existing_run_folder_refused_then_forced(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "journal.jsonl").write_text("precious\n")
+    result = run_cli("run", "--preset", "smoke", "--out", str(out))
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert (out / "journal.jsonl").read_text() == "precious\n"
+
+
+def test_backends_lists_analytic():
+    result = CliRunner().invoke(main, ["backends"])
+    assert result.exit_code == 0 and "analytic" in result.output
+
+
+@pytest.mark.integration
+def test_smoke_run_and_show(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("run", "--preset", "smoke", "--generations", "1", "--population", "2", "--no-progress",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "best on-device mIoU (emulated)" in result.stdout
+    shown = CliRunner().invoke(main, ["show", str(out)])
+    assert shown.exit_code == 0 and "front_size" in shown.output
