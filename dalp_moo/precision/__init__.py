@@ -1,0 +1,33 @@
+"""FP16 deployment numerics: profiles, deployed-model emulation, deployment-aligned training,
+regimes and diagnostics.
+
+Public API::
+
+    get_profile(name, **overrides) -> NumericsProfile       # 'ieee' | 'myriadx'
+    deploy_fp16(model, profile="myriadx") -> DeployedFP16  # eval-only emulated copy
+    aligned_training(model, profile)  (context manager)    # FP16 forward + STE inside
+    constrain(model, profile) -> nn.Module                 # same, as a wrapper
+    run_regimes(...), diagnose(...), format_diagnostics(...)
+"""
+
+from dalp_moo.precision.emulate import (
+    Constrained,
+    DeployedFP16,
+    aligned_context,
+    aligned_training,
+    constrain,
+    deploy_fp16,
+)
+from dalp_moo.precision.numerics import (
+    round_fp16,
+    ste_round_fp16,
+    weights_analysis_shift,
+)
+from dalp_moo.precision.profiles import PROFILES, NumericsProfile, get_profile
+
+__all__ = [
+    "PROFILES", "Constrained", "DeployedFP16", "NumericsProfile", "aligned_context",
+    "aligned_training",
+    "constrain", "deploy_fp16", "get_profile", "round_fp16", "ste_round_fp16",
+    "weights_analysis_shift",
+]

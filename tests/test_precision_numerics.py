@@ -1,0 +1,273 @@
+"""FP16 deployment numerics: rounding edge cases, per-layer agreement of the ``ieee`` profile
+with torch's native float16 CPU execution, the weights-analysis shift, myriadx effects."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from dalp_moo.errors import ConfigError
+from dalp_moo.precision import (
+    deploy_fp16,
+    get_profile,
+    round_fp16,
+    weights_analysis_shift,
+)
+from dalp_moo.precision.numerics import fp16_exponents
+
+
+def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance in binary16 ulps (of the larger magnitude) between float32 tensors of FP16 values."""
+    mag = torch.maximum(a.abs(), b.abs()).clamp(min=2.0 ** -14)
+    ulp = torch.exp2(torch.floor(torch.log2(mag)) - 10)
+    d = (a - b).abs() / ulp
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    return torch.where(same, torch.zeros_like(d), d)
+
+
+def assert_native_agreement(module: nn.Module, x: torch.Tensor, min_fraction: float = 0.999) -> None:
+    module = module.eval()
+    emulated = deploy_fp16(module, "ieee")(x)
+    with torch.no_grad():
+        native = copy.deepcopy(module).half()(x.half()).float()
+    assert emulated.shape == native.shape
+    dist = ulp_distance(emulated, native)
+    within = float((dist <= 1).float().mean())
+    assert within >= min_fraction, f"{type(module).__name__}: only {within:.5f} within 1 ulp"
+
+
+class Fn(nn.Module):
+    """A module applying a functional op (so ops written inline in a forward are covered)."""
+
+    def __init__(self, fn, *params: torch.Tensor) -> None:  # noqa: ANN001
+        super().__init__()
+        self.fn = fn
+        for i, p in enumerate(params):
+            self.register_buffer(f"b{i}", p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self, x)
+
+
+# --- rounding edge cases -------------------------------------------------------------------
+
+def test_rounding_edge_cases() -> None:
+    x = torch.tensor([65504.0, 65519.0, 65520.0, -65520.0, 2.0 ** -24, 2.0 ** -25,
+                      3 * 2.0 ** -25, 2049.0, 2051.0, 4095.0, float("nan"), 1e-9])
+    q = round_fp16(x)
+    assert q[0] == 65504 and q[1] == 65504
+    assert q[2] == float("inf") and q[3] == float("-inf")
+    assert q[4] == 2.0 ** -24  # smallest subnormal is representable
+    assert q[5] == 0.0  # tie between 0 and 2^-24 goes to even (0)
+    assert q[6] == 2.0 ** -23  # 1.5 ulp -> 2 ulp (even)
+    assert q[7] == 2048 and q[8] == 2052  # 11-bit significand: ties to even above 2048
+    assert q[9] == 4096  # a raw 12-bit DN loses its low bit
+    assert torch.isnan(q[10])
+    assert q[11] == 0.0
+
+
+def test_flush_to_zero() -> None:
+    x = torch.tensor([2.0 ** -14, 2.0 ** -15, -(2.0 ** -20), 2.0 ** -24, 1.0])
+    q = round_fp16(x, flush_subnormals=True)
+    assert q.tolist() == [2.0 ** -14, 0.0, 0.0, 0.0, 1.0]
+    assert round_fp16(x)[1] == 2.0 ** -15  # without FTZ the subnormal survives
+
+
+def test_profiles() -> None:
+    assert get_profile("ieee").weights_analysis is False
+    p = get_profile("myriadx", flush_subnormals=True, accumulation="fp16", accum_chunk=4)
+    assert p.weights_analysis and p.flush_subnormals and p.accum_chunk == 4
+    with pytest.raises(ConfigError):
+        get_profile("tpu")
+    with pytest.raises(ConfigError):
+        get_profile("ieee", no_such_switch=True)
+    with pytest.raises(ConfigError):
+        get_profile("ieee", accumulation="bf16")
+
+
+# --- ieee vs native float16, per layer type ------------------------------------------------
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.Conv2d(8, 16, 3, padding=1), (2, 8, 20, 20)),
+    (nn.Conv2d(16, 16, 5, padding=2, groups=16), (2, 16, 20, 20)),  # depthwise
+    (nn.Conv2d(16, 8, 3, padding=1, groups=4), (2, 16, 20, 20)),  # grouped
+    (nn.Conv2d(12, 24, 1, bias=False), (2, 12, 20, 20)),
+    (nn.Linear(64, 32), (40, 64)),
+    (nn.MaxPool2d(2), (2, 8, 20, 20)),
+    (nn.AvgPool2d(2), (2, 8, 20, 20)),
+    (nn.AdaptiveAvgPool2d(1), (2, 8, 20, 20)),
+    (nn.ReLU(), (2, 8, 20, 20)),
+    (nn.ReLU6(), (2, 8, 20, 20)),
+    (nn.GELU(), (2, 8, 20, 20)),
+    (nn.SiLU(), (2, 8, 20, 20)),
+    (nn.Sigmoid(), (2, 8, 20, 20)),
+])
+def test_ieee_matches_native_fp16_modules(module: nn.Module, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    assert_native_agreement(module, torch.randn(shape) * 4)
+
+
+@pytest.mark.parametrize("name", ["add", "mul", "cat", "upsample", "input_norm", "se"])
+def test_ieee_matches_native_fp16_functional(name: str) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(2, 8, 16, 16) * 3
+    if name == "add":
+        m = Fn(lambda s, x: x + s.b0, torch.randn(1, 8, 16, 16) * 3)
+    elif name == "mul":
+        m = Fn(lambda s, x: x * s.b0, torch.randn(1, 8, 1, 1))
+    elif name == "cat":
+        m = Fn(lambda s, x: torch.cat([x, x * 0.3], dim=1))
+    elif name == "upsample":
+        m = Fn(lambda s, x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+    elif name == "input_norm":
+        from dalp_moo.model import InputNorm
+        m = InputNorm([300.0, 280.0, 250.0, 200.0] * 2, [1 / 40.0, 1 / 35.0, 1 / 50.0, 1 / 20.0] * 2)
+        x = torch.round(torch.rand(2, 8, 16, 16) * 4095)
+    else:  # squeeze-excitation gate product
+        m = Fn(lambda s, x: x * torch.sigmoid(F.adaptive_avg_pool2d(x, 1)))
+    assert_native_agreement(m, x)
+
+
+def test_ieee_batchnorm_is_folded_like_deployment() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-2, 2)
+        model[1].running_var.uniform_(0.1, 4)
+        model[1].weight.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 16, 16)
+    deployed = deploy_fp16(model, "ieee")
+    y = deployed(x)
+    assert isinstance(deployed.model[1], nn.Identity)  # folded, not executed
+    assert isinstance(model[1], nn.BatchNorm2d)  # original untouched
+    fused = nn.Sequential(fuse_conv_bn_eval(model[0], model[1]), nn.ReLU()).eval().half()
+    with torch.no_grad():
+        native = fused(x.half()).float()
+    assert float((ulp_distance(y, native) <= 1).float().mean()) >= 0.999
+
+
+def test_deploy_leaves_model_untouched_and_is_eval_only() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8)).train()
+    before = copy.deepcopy(model.state_dict())
+    deployed = deploy_fp16(model, "myriadx", example_input=torch.randn(1, 4, 8, 8))
+    deployed.train()
+    assert not deployed.training
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(not p.requires_grad for p in deployed.parameters())
+
+
+def test_unet_of_search_space_deploys() -> None:
+    from dalp_moo.config import SpaceConfig
+    from dalp_moo.model import InputNorm, build_model
+    from dalp_moo.space import SearchSpace
+
+    space = SearchSpace(SpaceConfig())
+    rng = __import__("numpy").random.default_rng(0)
+    torch.manual_seed(0)
+    x = torch.round(torch.rand(2, 4, 32, 32) * 1000)
+    for genome in space.sample(3, rng):
+        arch = space.decode(genome)
+        model = build_model(arch, 4, 2, InputNorm([0.0] * 4, [1 / 1000.0] * 4)).eval()
+        with torch.no_grad():
+            ref = model(x)
+        y = deploy_fp16(model, "ieee")(x)
+        assert y.shape == ref.shape
+        assert torch.isfinite(y).all()
+        rel = float((y - ref).norm() / ref.norm())
+        assert rel < 2e-2, (arch.describe(), rel)
+
+
+# --- weights analysis ------------------------------------------------------------------------
+
+def test_fp16_exponents() -> None:
+    w = torch.tensor([1.0, 0.5, 3.0, 0.0, 2.0 ** -20, -0.25, 65504.0])
+    assert fp16_exponents(w).tolist() == [0, -1, 1, -15, -15, -2, 15]
+
+
+def test_weights_analysis_shift_hand_made() -> None:
+    # exponents -4, -5, -6, -7 (zeros and subnormals ignored): max -4, mean -22/4 -> -5 (trunc)
+    w = torch.tensor([2.0 ** -4, -(2.0 ** -5), 1.5 * 2.0 ** -6, 2.0 ** -7, 0.0, 2.0 ** -20])
+    # min(15 - (-4), 5) = 5
+    assert weights_analysis_shift(w, "conv") == 5
+    # tiny weights: exponents -12: min(27, 12) = 12 -> clamp 8 (conv) / 9 (fc)
+    tiny = torch.full((10,), 2.0 ** -12)
+    assert weights_analysis_shift(tiny, "conv") == 8
+    assert weights_analysis_shift(tiny, "fc") == 9
+    # first hardware layer with shift > 10 subtracts 8: 12 - 8 = 4
+    assert weights_analysis_shift(tiny, "conv", first_layer=True) == 4
+    # a large weight limits the shift through 15 - maxExp: exponents 12, -10, -10, -10 -> max 12,
+    # mean -18/4 = -4.5 -> -4 (truncated toward zero) -> min(15 - 12, 4) = 3
+    big = torch.tensor([4096.0, 2.0 ** -10, 2.0 ** -10, 2.0 ** -10])
+    assert weights_analysis_shift(big, "conv") == 3
+    assert weights_analysis_shift(torch.zeros(5), "conv") == 0
+    assert weights_analysis_shift(tiny, "conv", profile=get_profile("myriadx", conv_shift_max=6)) == 6
+
+
+def test_myriadx_overflows_in_scaled_domain() -> None:
+    # 256 weights of 2^-7: shift min(15 + 7, 7) = 7, so the scaled weights are 1.0 and the scaled
+    # output is 256 * x: x = 100 -> 25600 fits, x = 300 -> 76800 overflows although the true
+    # output (600) fits FP16 easily
+    model = nn.Conv2d(256, 1, 1, bias=False).eval()
+    with torch.no_grad():
+        model.weight.fill_(2.0 ** -7)
+    x = torch.full((1, 256, 1, 2), 100.0)
+    x[..., 1] = 300.0
+    ieee = deploy_fp16(model, "ieee")(x)
+    myr = deploy_fp16(model, "myriadx")
+    y = myr(x)
+    assert ieee.flatten().tolist() == [200.0, 600.0]
+    assert myr.shifts()["weight"] == 7
+    assert y[0, 0, 0, 0] == 200.0 and torch.isinf(y[0, 0, 0, 1])
+    off = deploy_fp16(model, "myriadx", weights_analysis=False)(x)
+    assert torch.equal(off, ieee)
+
+
+def test_input_preprocessing_rule() -> None:
+    from dalp_moo.model import InputNorm
+
+    conv = nn.Conv2d(4, 4, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(0.75)  # exponent -1: shift min(16, 1) = 1 < 4
+    x = torch.rand(1, 4, 4, 4)
+    with_scale = nn.Sequential(InputNorm([0.5] * 4, [0.5] * 4), conv)  # scale >= 0.1
+    d = deploy_fp16(with_scale, "myriadx", example_input=x)
+    assert d.shifts()["1.weight"] == 1 - 5
+    small_scale = nn.Sequential(InputNorm([0.5] * 4, [0.01] * 4), conv)
+    assert deploy_fp16(small_scale, "myriadx", example_input=x).shifts()["1.weight"] == 1
+    assert deploy_fp16(with_scale, "myriadx", example_input=x,
+                       input_preproc_rule=False).shifts()["1.weight"] == 1
+
+
+def test_fp16_accumulation_chunks() -> None:
+    torch.manual_seed(4)
+    conv = nn.Conv2d(64, 8, 3, padding=1, bias=False).eval()  # bias is added in FP16 last
+    x = torch.randn(2, 64, 12, 12) * 2
+    base = deploy_fp16(conv, "ieee")(x)
+    huge = deploy_fp16(conv, "ieee", accumulation="fp16", accum_chunk=1000)(x)
+    fine = deploy_fp16(conv, "ieee", accumulation="fp16", accum_chunk=1)(x)
+    assert float((ulp_distance(huge, base) <= 1).float().mean()) >= 0.999  # one chunk = fp32
+    with torch.no_grad():
+        ref = conv(x)
+    err_fine = float((fine - ref).abs().mean())
+    err_base = float((base - ref).abs().mean())
+    assert err_fine > err_base  # 64 rounded partial sums lose more than one rounding
+    grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4).eval()
+    xg = torch.randn(2, 16, 8, 8)
+    g1 = deploy_fp16(grouped, "ieee", accumulation="fp16", accum_chunk=2)(xg)
+    with torch.no_grad():
+        assert float((g1 - grouped(xg)).abs().max()) < 0.05
+
+
+def test_input_conversion_switch() -> None:
+    model = Fn(lambda s, x: x - 2048.0)
+    x = torch.tensor([[2049.0, 4095.0]])
+    assert deploy_fp16(model, "ieee")(x).tolist() == [[0.0, 2048.0]]
+    assert deploy_fp16(model, "ieee", input_fp16=False)(x).tolist() == [[1.0, 2047.0]]
