@@ -1,0 +1,342 @@
+"""``openvino``: real OpenVINO runtime (default device ``CPU``).
+
+The torch model is converted with ``ov.convert_model`` for a static batch-1 input, saved as an IR
+with FP16 weights (``compress_to_fp16=True``, the format the Myriad X consumed), read back and
+compiled single-stream with a fixed ``INFERENCE_NUM_THREADS``. A conversion check compares the IR
+output with torch FP32 on the example input (``deployment.conversion_error``, relative).
+
+Latency (``latency="measure"``, the default) is measured for real: warm-up, then repeated
+synchronous batch-1 inferences (median and inter-quartile spread, ms) and per-layer times from
+``PERF_COUNT``; ``throughput=True`` measures the amortised time per inference of an
+asynchronous queue instead. ``latency="model"`` answers from the fitted host latency model
+(:mod:`dalp_moo.backends.host_model`), which is also what :meth:`estimate_latency_ms` uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dalp_moo.backends.base import Backend, BackendInfo, Deployment, LatencyReport
+from dalp_moo.backends.registry import register
+from dalp_moo.errors import BackendError
+from dalp_moo.log import logger
+
+
+def _ov() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:  # pragma: no cover - openvino is a dependency
+        raise BackendError(f"OpenVINO is not installed ({exc}); pip install openvino") from exc
+    return ov
+
+
+@lru_cache(maxsize=1)
+def core() -> Any:
+    """The process-wide ``ov.Core`` (``openvino.runtime.Core`` on 2022.x)."""
+    ov = _ov()
+    if hasattr(ov, "Core"):
+        return ov.Core()
+    from openvino.runtime import Core  # OpenVINO 2022.x
+
+    return Core()
+
+
+def ov_version() -> str:
+    """Version string of the installed OpenVINO runtime."""
+    ov = _ov()
+    v = getattr(ov, "__version__", None)
+    if v is None:  # 2022.x
+        from openvino.runtime import get_version
+
+        v = get_version()
+    return str(v)
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`BackendError` (listing the available ones) if ``device`` is absent."""
+    devices = list(core().available_devices)
+    base = device.split(".")[0].upper()
+    if device in devices or base in ("AUTO", "MULTI", "HETERO") or (
+            "." not in device and any(d.split(".")[0] == device for d in devices)):
+        return
+    raise BackendError(f"OpenVINO device {device!r} is not available on this host; "
+                       f"available: {', '.join(devices) or 'none'}")
+
+
+def device_properties(device: str) -> dict[str, str]:
+    """FULL_DEVICE_NAME, default inference precision and capabilities of an OpenVINO device."""
+    c = core()
+    out: dict[str, str] = {}
+    base = device.split(".")[0]
+    for key in ("FULL_DEVICE_NAME", "INFERENCE_PRECISION_HINT", "OPTIMIZATION_CAPABILITIES",
+                "DEVICE_ARCHITECTURE"):
+        try:
+            out[key] = str(c.get_property(base, key))
+        except Exception:  # property not offered by this plugin / version
+            continue
+    return out
+
+
+def _supported(device: str) -> set[str]:
+    try:
+        return set(core().get_property(device.split(".")[0], "SUPPORTED_PROPERTIES"))
+    except Exception:
+        return set()
+
+
+def compile_config(device: str, threads: int | None, throughput: bool = False,
+                   perf_count: bool = True) -> dict[str, Any]:
+    """Compile options the device supports: single stream, fixed threads, PERF_COUNT."""
+    sup = _supported(device)
+    legacy = not hasattr(_ov(), "convert_model")
+    cfg: dict[str, Any] = {}
+    if "PERF_COUNT" in sup or legacy:
+        cfg["PERF_COUNT"] = ("YES" if legacy else True) if perf_count else ("NO" if legacy else False)
+    if "PERFORMANCE_HINT" in sup:
+        cfg["PERFORMANCE_HINT"] = "THROUGHPUT" if throughput else "LATENCY"
+    if not throughput and "NUM_STREAMS" in sup:
+        cfg["NUM_STREAMS"] = 1
+    if threads and "INFERENCE_NUM_THREADS" in sup:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    return cfg
+
+
+def convert(model: nn.Module, example: torch.Tensor) -> Any:
+    """torch module -> ``ov.Model`` with a static input of ``example.shape``.
+
+    Uses ``ov.convert_model``; on OpenVINO 2022.x (no ``convert_model``) goes through ONNX.
+    """
+    ov = _ov()
+    model = model.eval()
+    if hasattr(ov, "convert_model"):
+        return ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
+    with tempfile.TemporaryDirectory() as tmp:  # OpenVINO 2022.x: via ONNX
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(model, (example,), path, opset_version=11)
+        return core().read_model(path)
+
+
+def save_ir(ov_model: Any, path: str | Path) -> Path:
+    """Write ``ov_model`` as an IR (``.xml`` + ``.bin``) with FP16 weights; returns the .xml path."""
+    ov = _ov()
+    path = Path(path)
+    if path.suffix != ".xml":
+        path = path.with_suffix(".xml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(ov, "save_model"):
+        ov.save_model(ov_model, str(path), compress_to_fp16=True)
+    else:  # 2022.x: the plugin converts weights to FP16 itself
+        from openvino.runtime import serialize
+
+        serialize(ov_model, str(path), str(path.with_suffix(".bin")))
+    return path
+
+
+def _ms(td: Any) -> float:
+    return td.total_seconds() * 1e3 if hasattr(td, "total_seconds") else float(td) / 1e3
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref| (0 if both are zero)."""
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+class OpenVINODeployment(Deployment):
+    """A model compiled by OpenVINO for one batch-1 input shape.
+
+    ``conversion_error`` is the relative error of the IR output against torch FP32 on the
+    example input; ``conversion_ok`` is whether it is within ``tolerance``.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: str,
+                 threads: int | None, runs: int, warmup: int, throughput: bool, latency: str,
+                 tolerance: float, seed: int, host_model: Any | None = None,
+                 method: str = "measured") -> None:
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.device = device
+        self.threads = threads
+        self.runs = runs
+        self.warmup = warmup
+        self.throughput = throughput
+        self.latency_mode = latency
+        self.tolerance = tolerance
+        self.method = method
+        self._host_model = host_model
+        self._torch_model = copy.deepcopy(model).cpu().float().eval()
+        gen = torch.Generator().manual_seed(seed)
+        example = torch.rand(self.input_shape, generator=gen)
+        with torch.no_grad():
+            ref = self._torch_model(example).numpy()
+        self._tmp = tempfile.TemporaryDirectory(prefix="dalp_ir_")
+        xml = save_ir(convert(self._torch_model, example), Path(self._tmp.name) / "model.xml")
+        self.ov_model = core().read_model(str(xml))
+        self.config = compile_config(device, threads)
+        self.compiled = core().compile_model(self.ov_model, device, self.config)
+        self._request = self.compiled.create_infer_request()
+        out = self._infer(self._request, example.numpy())
+        self.conversion_error = relative_error(out, ref)
+        self.conversion_ok = self.conversion_error <= tolerance
+        if not self.conversion_ok:
+            logger.warning("OpenVINO IR output differs from torch FP32: relative error %.3g > %.3g",
+                           self.conversion_error, tolerance)
+        self._batch_compiled: dict[int, Any] = {}
+        self._report: LatencyReport | None = None
+
+    @staticmethod
+    def _infer(request: Any, x: np.ndarray) -> np.ndarray:
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, copy=True)
+
+    def save_ir(self, path: str | Path) -> Path:
+        """Save the deployed IR (FP16 weights) as ``path`` (.xml + .bin); returns the .xml path."""
+        return save_ir(self.ov_model, path)
+
+    def _compiled_for(self, n: int) -> Any:
+        if n == self.input_shape[0]:
+            return self.compiled
+        if n not in self._batch_compiled:
+            m = self.ov_model.clone()
+            m.reshape([n, *self.input_shape[1:]])
+            self._batch_compiled = {n: core().compile_model(m, self.device, compile_config(
+                self.device, self.threads, perf_count=False))}
+        return self._batch_compiled[n]
+
+    def predict(self, batch: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """Logits (float32) of the compiled model for a float32 batch ``[N, C, H, W]``."""
+        if tuple(batch.shape[1:]) != self.input_shape[1:]:
+            raise BackendError(f"input shape {tuple(batch.shape)} does not match the deployed "
+                               f"shape (N, {', '.join(map(str, self.input_shape[1:]))})")
+        x = batch.detach().cpu().float().numpy()
+        outs = []
+        for i in range(0, x.shape[0], chunk):
+            part = x[i:i + chunk]
+            req = self._compiled_for(part.shape[0]).create_infer_request()
+            outs.append(self._infer(req, part))
+        return torch.from_numpy(np.concatenate(outs, axis=0))
+
+    def measure(self) -> LatencyReport:
+        """Measure batch-1 latency (ms) now: median and IQR, per-layer PERF_COUNT times."""
+        x = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
+        if self.throughput:
+            return self._measure_throughput(x)
+        req = self._request
+        req.infer({0: x})
+        for _ in range(self.warmup):
+            req.infer()
+        times = np.empty(self.runs)
+        layer_times: dict[str, list[float]] = {}
+        layer_meta: dict[str, tuple[str, str]] = {}
+        n_prof = min(self.runs, 10)
+        for i in range(self.runs):
+            t0 = time.perf_counter()
+            req.infer()
+            times[i] = (time.perf_counter() - t0) * 1e3
+            if i >= self.runs - n_prof:
+                for p in req.profiling_info if hasattr(req, "profiling_info") else req.get_profiling_info():
+                    layer_times.setdefault(p.node_name, []).append(_ms(p.real_time))
+                    layer_meta[p.node_name] = (str(p.node_type), str(p.exec_type))
+        q1, med, q3 = np.percentile(times, [25, 50, 75])
+        per_layer = tuple({"name": k, "type": layer_meta[k][0], "exec_type": layer_meta[k][1],
+                           "time_ms": float(np.median(v))} for k, v in layer_times.items())
+        return LatencyReport(latency_ms=float(med), spread_ms=float(q3 - q1), method=self.method,
+                             per_layer=per_layer)
+
+    def _measure_throughput(self, x: np.ndarray) -> LatencyReport:
+        ov = _ov()
+        compiled = core().compile_model(self.ov_model, self.device, compile_config(
+            self.device, self.threads, throughput=True, perf_count=False))
+        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        queue = ov.AsyncInferQueue(compiled, jobs)
+        for _ in range(max(self.warmup, jobs)):
+            queue.start_async({0: x})
+        queue.wait_all()
+        blocks = 5
+        per_block = max(jobs, self.runs // blocks)
+        per_inf = np.empty(blocks)
+        for b in range(blocks):
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                queue.start_async({0: x})
+            queue.wait_all()
+            per_inf[b] = (time.perf_counter() - t0) * 1e3 / per_block
+        q1, med, q3 = np.percentile(per_inf, [25, 50, 75])
+        return LatencyReport(latency_ms=float(med), spread_ms=float(q3 - q1), method=self.method)
+
+    def latency(self) -> LatencyReport:
+        """Measured (``latency="measure"``) or host-model (``"model"``) batch-1 latency, cached."""
+        if self._report is None:
+            if self.latency_mode == "model":
+                assert self._host_model is not None
+                ms, per_layer = self._host_model.predict_graph_of(self._torch_model, self.input_shape)
+                self._report = LatencyReport(latency_ms=ms, method="modelled", per_layer=per_layer)
+            else:
+                self._report = self.measure()
+        return self._report
+
+
+@register
+class OpenVINOBackend(Backend):
+    """Real OpenVINO runtime; options: ``runs``, ``warmup``, ``threads``, ``throughput``,
+    ``latency`` ('measure' | 'model'), ``tolerance`` (relative conversion error), ``seed``."""
+
+    name = "openvino"
+    version = "1"
+
+    def __init__(self, device: str = "CPU", runs: int = 50, warmup: int = 10, threads: int | None = 1,
+                 throughput: bool = False, latency: str = "measure", tolerance: float = 1e-2,
+                 seed: int = 0, **options: Any) -> None:
+        super().__init__(device=device, **options)
+        if latency not in ("measure", "model"):
+            raise BackendError(f"openvino option latency={latency!r}: expected 'measure' or 'model'")
+        if runs < 1 or warmup < 0:
+            raise BackendError(f"openvino options runs={runs}, warmup={warmup}: need runs >= 1, warmup >= 0")
+        check_device(device)
+        self.runs = runs
+        self.warmup = warmup
+        self.threads = threads
+        self.throughput = throughput
+        self.latency = latency
+        self.tolerance = tolerance
+        self.seed = seed
+        self._host_model: Any | None = None
+
+    def host_model(self) -> Any:
+        """The fitted host latency model for this device and thread count."""
+        if self._host_model is None:
+            from dalp_moo.backends.host_model import HostLatencyModel
+
+            self._host_model = HostLatencyModel.load(threads=self.threads)
+        return self._host_model
+
+    def info(self) -> BackendInfo:
+        props = device_properties(self.device)
+        details: dict[str, Any] = {
+            "openvino_version": ov_version(), "torch_version": torch.__version__,
+            "available_devices": list(core().available_devices), **props,
+            "threads": self.threads, "streams": 1, "runs": self.runs, "warmup": self.warmup,
+            "throughput": self.throughput, "latency": self.latency, "ir_weights": "FP16",
+        }
+        return BackendInfo(self.name, self.version, device=props.get("FULL_DEVICE_NAME", self.device),
+                           emulated=False, details=details)
+
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "ieee") -> OpenVINODeployment:
+        """Convert, save/reload as FP16-weight IR and compile; ``profile`` is unused (real numerics)."""
+        return OpenVINODeployment(model, input_shape, self.device, self.threads, self.runs,
+                                  self.warmup, self.throughput, self.latency, self.tolerance,
+                                  self.seed, host_model=self.host_model() if self.latency == "model" else None)
+
+    def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """Host latency model prediction (ms) for batch-1 ``input_shape`` (no measurement)."""
+        return self.host_model().predict_graph_of(model, input_shape)[0]
