@@ -11,6 +11,7 @@ cost class raise :class:`~dalp_moo.errors.BackendError` naming the layer.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -313,17 +314,35 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def trace_graph(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
+def trace_graph(model: nn.Module, input_shape: tuple[int, ...], meta: bool = False) -> Graph:
     """Run ``model`` once (eval, no grad) on zeros of ``input_shape`` and capture its ops.
 
+    With ``meta`` the pass runs on a copy on torch's ``meta`` device (shapes only, no
+    arithmetic); models whose forward needs real values fall back to a real pass.
     Raises :class:`BackendError` for an operation without a cost class (names the layer).
     The model's parameters and training flag are left as they were.
     """
+    if meta:
+        try:
+            shadow = copy.deepcopy(model).to("meta")
+        except Exception:  # un-copyable module: trace the real one
+            shadow = None
+        if shadow is not None:
+            try:
+                return _trace(shadow, input_shape, torch.device("meta"))
+            except BackendError:
+                raise
+            except Exception:  # data-dependent forward: needs real values
+                pass
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return _trace(model, input_shape, device)
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> Graph:
     was_training = model.training
     model.eval()
     rec = _Recorder(model)
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         x = torch.zeros(input_shape, device=device)
         rec.register(x, INPUT)
         with torch.no_grad(), rec:

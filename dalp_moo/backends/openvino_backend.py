@@ -18,6 +18,7 @@ import copy
 import os
 import tempfile
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,10 @@ def convert(model: nn.Module, example: torch.Tensor) -> Any:
     ov = _ov()
     model = model.eval()
     if hasattr(ov, "convert_model"):
-        return ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
+        with warnings.catch_warnings():  # torch.jit tracing deprecation notices
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
     with tempfile.TemporaryDirectory() as tmp:  # OpenVINO 2022.x: via ONNX
         path = os.path.join(tmp, "model.onnx")
         torch.onnx.export(model, (example,), path, opset_version=11)

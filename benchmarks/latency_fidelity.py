@@ -1,0 +1,170 @@
+"""Latency fidelity of the backends' latency models.
+
+1. Host CPU (OpenVINO): measure batch-1 latency of a fitting set of networks (random U-Net-style
+   CNNs from ``dalp_moo.backends.zoo`` and random candidates of the search space), fit the host
+   latency model (written to ``dalp_moo/backends/calibration/``), then compare its predictions
+   with measurements on held-out random search-space candidates: share within +-10 % and
+   Kendall tau.
+2. Myriad X emulator: leave-one-out error on the four published CNV latencies.
+3. Cost of one latency query: measurement (convert + compile + timed runs) vs model (trace +
+   predict), ms.
+
+Each network is measured in ``--passes`` passes (median of ``--runs`` timed inferences after
+warm-up per pass); the minimum over passes is kept, which discounts slow-downs caused by other
+processes on a shared host. Prints a table and writes ``benchmarks/results/latency_fidelity.json``.
+
+    python benchmarks/latency_fidelity.py            # full run (several minutes on 2 cores)
+    python benchmarks/latency_fidelity.py --quick    # small smoke run, no calibration written
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+from dalp_moo.backends.graph import trace_graph
+from dalp_moo.backends.host_model import HostLatencyModel, calibration_path, host_id
+from dalp_moo.backends.myriadx import calibrate
+from dalp_moo.backends.openvino_backend import OpenVINODeployment, ov_version
+from dalp_moo.backends.zoo import random_unet
+from dalp_moo.config import SpaceConfig
+from dalp_moo.model import build_model
+from dalp_moo.space import SearchSpace
+from dalp_moo.space.repair import repair
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency_fidelity.json"
+
+
+def space_candidates(n: int, seed: int, in_channels: int = 4) -> list[torch.nn.Module]:
+    """``n`` random repaired candidates of the default search space (eval mode)."""
+    space = SearchSpace(SpaceConfig())
+    rng = np.random.default_rng(seed)
+    models = []
+    for g in space.sample(n, rng):
+        arch = space.decode(repair(space, g, in_channels))
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        models.append(build_model(arch, in_channels).eval())
+    return models
+
+
+def measure(models: list[torch.nn.Module], shapes: list[tuple[int, ...]], threads: int, runs: int,
+            warmup: int, passes: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """(latency ms, spread ms, deploy+first-measure cost ms) per network, min over passes."""
+    deps, cost = [], []
+    for m, s in zip(models, shapes):
+        t0 = time.perf_counter()
+        d = OpenVINODeployment(m, s, "CPU", threads, runs, warmup, False, "measure", 1e-2, 0)
+        deps.append(d)
+        d.measure()
+        cost.append((time.perf_counter() - t0) * 1e3)
+    lat = np.full((passes, len(models)), np.inf)
+    spread = np.zeros((passes, len(models)))
+    for p in range(passes):
+        for i, d in enumerate(deps):
+            r = d.measure()
+            lat[p, i], spread[p, i] = r.latency_ms, r.spread_ms
+    best = lat.argmin(axis=0)
+    return lat.min(axis=0), spread[best, np.arange(len(models))], cost
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-fit-zoo", type=int, default=40, help="random zoo U-Nets for fitting")
+    ap.add_argument("--n-fit-space", type=int, default=40, help="search-space candidates for fitting")
+    ap.add_argument("--n-val", type=int, default=40, help="held-out search-space candidates")
+    ap.add_argument("--sizes", default="64,128", help="tile sizes (pixels), drawn per network")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=25)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny run; does not write the calibration")
+    ap.add_argument("--no-write-calibration", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.n_fit_zoo, args.n_fit_space, args.n_val, args.runs, args.passes = 10, 10, 8, 10, 1
+    torch.set_num_threads(1)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = np.random.default_rng(12345)
+    load_before = os.getloadavg()
+
+    fit_models = [random_unet(rng) for _ in range(args.n_fit_zoo)] + space_candidates(args.n_fit_space, 1)
+    val_models = space_candidates(args.n_val, 2)
+    fit_shapes = [(1, 4, int(s), int(s)) for s in rng.choice(sizes, len(fit_models))]
+    val_shapes = [(1, 4, int(s), int(s)) for s in rng.choice(sizes, len(val_models))]
+
+    t0 = time.perf_counter()
+    y_fit, _, _ = measure(fit_models, fit_shapes, args.threads, args.runs, args.warmup, args.passes)
+    y_val, spread_val, measure_cost = measure(val_models, val_shapes, args.threads, args.runs,
+                                              args.warmup, args.passes)
+    t_measure = time.perf_counter() - t0
+    meta = {"host": host_id(), "openvino": ov_version(), "device": "CPU", "threads": args.threads,
+            "fitted_on": f"{args.n_fit_zoo} zoo U-Nets + {args.n_fit_space} search-space candidates, "
+                         f"tiles {args.sizes}, batch 1"}
+    model = HostLatencyModel.fit([trace_graph(m, s) for m, s in zip(fit_models, fit_shapes)], y_fit, meta)
+    if not (args.quick or args.no_write_calibration):
+        model.save(calibration_path(args.threads))
+
+    query_cost = []
+    pred = []
+    for m, s in zip(val_models, val_shapes):
+        t = time.perf_counter()
+        pred.append(model.predict_graph_of(m, s)[0])
+        query_cost.append((time.perf_counter() - t) * 1e3)
+    pred_a = np.array(pred)
+    rel = pred_a / y_val - 1
+    tau = float(kendalltau(pred_a, y_val).statistic)
+    myr = calibrate(include_host=False)
+    myr_host = calibrate(include_host=True)
+    load_after = os.getloadavg()
+
+    out = {
+        "host_within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+        "host_kendall_tau": tau,
+        "host_median_abs_error": float(np.median(np.abs(rel))),
+        "host_max_abs_error": float(np.max(np.abs(rel))),
+        "host_n_val": len(val_models),
+        "host_n_fit": len(fit_models),
+        "host_fit_within_10pct": model.meta["fit_within_10pct"],
+        "host_val_latency_ms_range": [float(y_val.min()), float(y_val.max())],
+        "host_val_median_spread_rel": float(np.median(spread_val / y_val)),
+        "myriad_median_abs_error": myr["loo_median_abs_error"],
+        "myriad_max_abs_error": myr["loo_max_abs_error"],
+        "myriad_points": myr["points"],
+        "myriad_with_host_median_abs_error": myr_host["loo_median_abs_error"],
+        "myriad_with_host_max_abs_error": myr_host["loo_max_abs_error"],
+        "query_cost_measure_ms": float(np.median(measure_cost)),
+        "query_cost_model_ms": float(np.median(query_cost)),
+        "settings": {**meta, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
+                     "sizes": sizes, "measure_wall_s": t_measure, "quick": args.quick},
+        "load_avg_before": list(load_before),
+        "load_avg_after": list(load_after),
+        "val": [{"shape": list(s), "measured_ms": float(m), "predicted_ms": float(p)}
+                for s, m, p in zip(val_shapes, y_val, pred_a)],
+    }
+    print(f"{'metric':34s} {'value':>10s}  target")
+    rows = [("host within +-10 %", out["host_within_10pct"], ">= 0.90"),
+            ("host Kendall tau", tau, ">= 0.90"),
+            ("host median |rel err|", out["host_median_abs_error"], ""),
+            ("myriad LOO median |rel err|", out["myriad_median_abs_error"], "<= 0.10"),
+            ("myriad LOO max |rel err|", out["myriad_max_abs_error"], ""),
+            ("myriad+host LOO median |rel err|", out["myriad_with_host_median_abs_error"], ""),
+            ("query cost: measure (ms)", out["query_cost_measure_ms"], ""),
+            ("query cost: model (ms)", out["query_cost_model_ms"], "")]
+    for name, v, target in rows:
+        print(f"{name:34s} {v:10.3f}  {target}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)")
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Real OpenVINO runtime: IR round trip, predict, measured latency, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dalp_moo import backends
+from dalp_moo.backends.host_model import calibration_path
+from dalp_moo.backends.openvino_backend import OpenVINODeployment, core, relative_error
+from dalp_moo.config import SpaceConfig
+from dalp_moo.errors import BackendError
+from dalp_moo.model import build_model
+from dalp_moo.space import SearchSpace
+from dalp_moo.space.repair import repair
+
+SHAPE = (1, 4, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def candidate() -> torch.nn.Module:
+    space = SearchSpace(SpaceConfig(min_units=2, max_units=3))
+    g = space.sample(1, np.random.default_rng(3))[0]
+    torch.manual_seed(0)
+    model = build_model(space.decode(repair(space, g, 4)), 4).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def deployment(candidate: torch.nn.Module) -> OpenVINODeployment:
+    return backends.get("openvino", runs=15, warmup=3).deploy(candidate, SHAPE)
+
+
+def test_ir_round_trip_matches_torch(deployment: OpenVINODeployment, candidate: torch.nn.Module,
+                                     tmp_path) -> None:
+    assert deployment.conversion_ok and deployment.conversion_error < 1e-2
+    xml = deployment.save_ir(tmp_path / "cand")
+    assert xml.exists() and xml.with_suffix(".bin").exists()
+    # weights are stored as FP16 in the IR
+    assert "f16" in xml.read_text()
+    compiled = core().compile_model(core().read_model(str(xml)), "CPU")
+    x = torch.rand(SHAPE) * 3.0
+    out = compiled({0: x.numpy()})[0]
+    with torch.no_grad():
+        ref = candidate(x).numpy()
+    assert out.shape == ref.shape
+    assert relative_error(out, ref) < 1e-2
+
+
+def test_predict_batches_and_chunks_correctly(deployment: OpenVINODeployment,
+                                              candidate: torch.nn.Module) -> None:
+    x = torch.rand(5, *SHAPE[1:])
+    y = deployment.predict(x, chunk=2)  # chunks of 2, 2, 1
+    with torch.no_grad():
+        ref = candidate(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert relative_error(y.numpy(), ref.numpy()) < 1e-2
+    # each sample's output depends on that sample only
+    y1 = deployment.predict(x[3:4])
+    assert torch.allclose(y[3:4], y1, atol=1e-5)
+    with pytest.raises(BackendError, match="does not match"):
+        deployment.predict(torch.rand(1, 3, 32, 32))
+
+
+def test_measured_latency_is_positive_with_spread_and_per_layer(deployment: OpenVINODeployment) -> None:
+    rep = deployment.latency()
+    assert rep.method == "measured"
+    assert 0.0 < rep.latency_ms < 1000.0
+    assert rep.spread_ms >= 0.0
+    assert rep.per_layer and all(p["time_ms"] >= 0 for p in rep.per_layer)
+    assert any(p["type"] == "Convolution" for p in rep.per_layer)
+    assert deployment.latency() is rep  # cached
+
+
+def test_throughput_mode_reports_time_per_inference(candidate: torch.nn.Module) -> None:
+    rep = backends.get("openvino", runs=10, warmup=2, throughput=True).deploy(candidate, SHAPE).latency()
+    assert rep.method == "measured" and rep.latency_ms > 0 and rep.spread_ms >= 0
+
+
+def test_absent_device_lists_available_ones() -> None:
+    with pytest.raises(BackendError) as exc:
+        backends.get("openvino", device="NPU")
+    msg = str(exc.value)
+    assert "'NPU'" in msg and "CPU" in msg and "\n" not in msg
+
+
+def test_bad_options_are_rejected() -> None:
+    with pytest.raises(BackendError, match="latency"):
+        backends.get("openvino", latency="guess")
+    with pytest.raises(BackendError, match="runs"):
+        backends.get("openvino", runs=0)
+
+
+@pytest.mark.skipif(not calibration_path(1).exists(), reason="host latency model not calibrated")
+def test_model_latency_mode_and_estimate(candidate: torch.nn.Module) -> None:
+    b = backends.get("openvino", latency="model")
+    rep = b.deploy(candidate, SHAPE).latency()
+    assert rep.method == "modelled" and rep.latency_ms > 0
+    est = b.estimate_latency_ms(candidate, SHAPE)
+    assert est == pytest.approx(rep.latency_ms)
+    assert b.estimate_latency_ms(candidate, (1, 4, 128, 128)) > est
