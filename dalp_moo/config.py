@@ -90,6 +90,7 @@ class TrainConfig:
     device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
     threads: int = 0  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
+    max_memory_mb: int = 0  #: per-evaluation memory budget in MB (0 = none; also the Dask worker limit)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -105,6 +106,7 @@ class TrainConfig:
         _choice(self.device, ("auto", "cpu", "cuda"), "train.device")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")
+        _check(self.max_memory_mb >= 0, "train.max_memory_mb", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class SearchConfig:
     crossover_prob: float = 0.9  #: probability that a mating is crossed over
     workers: int = 0  #: local Dask workers (0 = evaluate in this process)
     scheduler: str = ""  #: address of an existing Dask scheduler (tcp://HOST:PORT)
+    cache_dir: str = ""  #: shared evaluation cache folder, reused across runs ('' = none; relative = inside the run folder)
 
     def __post_init__(self) -> None:
         _choice(self.algorithm, ("nsga2", "random"), "search.algorithm")
@@ -140,6 +143,10 @@ class SearchConfig:
         _check(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
         _check(0 <= self.crossover_prob <= 1, "search.crossover_prob", "must be in [0, 1]")
         _check(self.workers >= 0, "search.workers", "must be >= 0")
+        _check(not self.scheduler or self.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")),
+               "search.scheduler", f"{self.scheduler!r} is not a Dask address like tcp://HOST:8786")
+        _check(not (self.workers and self.scheduler), "search.workers",
+               "give either workers (local cluster) or scheduler (existing cluster), not both")
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class RunConfig:
         payload = {k: d[k] for k in ("space", "data", "train", "backend")}
         payload["search_seed"] = self.search.seed
         payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("threads",)}
+        payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache_dir"}
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -173,6 +181,19 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "backend": BackendConfig,
 }
+
+
+def resolve_write_path(path: str, run_dir: str | Path) -> Path:
+    """A folder the run writes to, from a config value. Relative paths live inside the run
+    folder and may not escape it (``..``); absolute paths are the user's explicit choice."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    base = Path(run_dir).resolve()
+    target = (base / p).resolve()
+    if base != target and base not in target.parents:
+        raise ConfigError(f"path {path!r} escapes the run folder {run_dir}")
+    return target
 
 
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:

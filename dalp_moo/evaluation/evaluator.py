@@ -24,7 +24,13 @@ from dalp_moo.evaluation.record import STATUS_FAILED, STATUS_INFEASIBLE, EvalRec
 from dalp_moo.log import logger
 from dalp_moo.model import InputNorm, build_model
 from dalp_moo.space import SearchSpace, count_params
-from dalp_moo.training import evaluate_segmentation, resolve_device, torch_threads, train_model
+from dalp_moo.training import (
+    estimate_training_memory_mb,
+    evaluate_segmentation,
+    resolve_device,
+    torch_threads,
+    train_model,
+)
 
 
 def candidate_seed(search_seed: int, arch_id: str) -> int:
@@ -81,6 +87,11 @@ class Evaluator:
         if params > cfg.space.param_cap:
             return EvalRecord(status=STATUS_INFEASIBLE, reason=f"{params} parameters > cap {cfg.space.param_cap}", **base)
         _, model = self.build(genome)
+        if cfg.train.max_memory_mb > 0:
+            need = estimate_training_memory_mb(model, self.input_shape, cfg.train.batch_size)
+            if need > cfg.train.max_memory_mb:
+                raise EvaluationError(f"memory budget exceeded: training needs about {need:.0f} MB "
+                                      f"> train.max_memory_mb = {cfg.train.max_memory_mb}")
         seed = candidate_seed(cfg.search.seed, arch.arch_id)
         deadline = time.monotonic() + cfg.train.max_time_s if cfg.train.max_time_s > 0 else None
         with torch_threads(cfg.train.threads):

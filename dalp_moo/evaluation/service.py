@@ -60,22 +60,42 @@ class EvaluationService:
     """Evaluates batches of genomes with caching and journaling."""
 
     def __init__(self, cfg: RunConfig, journal: Journal | None = None, executor: Executor | None = None,
-                 progress: Progress | None = None, cache: dict[str, EvalRecord] | None = None) -> None:
+                 progress: Progress | None = None, cache: dict[str, EvalRecord] | None = None,
+                 shared_cache: Journal | None = None) -> None:
         self.cfg = cfg
         self.space = SearchSpace(cfg.space)
         self.journal = journal
         self.executor: Executor = executor or SerialExecutor()
         self.progress = progress
+        self.shared_cache = shared_cache
         self.cache: dict[str, EvalRecord] = cache if cache is not None else {}
         self.config_hash = cfg.evaluation_hash()
         self.n_evaluated = 0
         self.n_cache_hits = 0
+        self._journaled: set[str] = set()  # keys whose record is in this run's journal
 
-    def preload(self, records: Sequence[EvalRecord]) -> None:
-        """Fill the cache from earlier records (resume, shared cache) of the same config."""
+    def preload(self, records: Sequence[EvalRecord], include_failed: bool = True, own: bool = True) -> int:
+        """Fill the cache from earlier records of the same evaluation config (the run's own
+        journal on resume: all of them; a shared cache: ``include_failed=False`` so failures
+        are retried, and ``own=False`` so that a record used by this run is copied into its
+        journal); returns how many were taken."""
+        n = 0
         for r in records:
-            if r.config_hash == self.config_hash:
+            if r.config_hash == self.config_hash and (include_failed or r.status != "failed"):
                 self.cache[cache_key(r)] = r
+                if own:
+                    self._journaled.add(cache_key(r))
+                n += 1
+        return n
+
+    def _record_in_journal(self, key: str, record: EvalRecord, shared: bool) -> None:
+        if key in self._journaled:
+            return
+        self._journaled.add(key)
+        if self.journal is not None:
+            self.journal.append(record)
+        if shared and self.shared_cache is not None and record.status != "failed":
+            self.shared_cache.append(record)
 
     def evaluate_many(self, X: np.ndarray) -> list[EvalRecord]:
         """One record per row of ``X`` (cached where possible), in row order."""
@@ -93,13 +113,15 @@ class EvaluationService:
                 if key in self.cache:
                     self.progress.evaluated(self.cache[key], cached=True)
         self.n_cache_hits += n_cached
+        for key in keys:
+            if key in self.cache:
+                self._record_in_journal(key, self.cache[key], shared=False)
         order = list(todo)
         genomes = [self.space.canonical(X[todo[k][0]]).tolist() for k in order]
         for i, record in self.executor.map_unordered(self.cfg, genomes):
             self.cache[order[i]] = record
             self.n_evaluated += 1
-            if self.journal is not None:
-                self.journal.append(record)
+            self._record_in_journal(order[i], record, shared=True)
             if self.progress:
                 self.progress.evaluated(record, cached=False)
         if self.progress:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from dalp_moo import __version__
-from dalp_moo.config import RunConfig
+from dalp_moo.config import RunConfig, resolve_write_path
 from dalp_moo.errors import RunFolderError
 from dalp_moo.evaluation.evaluator import get_evaluator
 from dalp_moo.evaluation.record import EvalRecord
-from dalp_moo.evaluation.service import EvaluationService, Executor, Progress
+from dalp_moo.evaluation.journal import Journal
+from dalp_moo.evaluation.service import EvaluationService, Executor, Progress, SerialExecutor
 from dalp_moo.log import logger
 from dalp_moo.results.pareto import feasible, hypervolume, normalisation, pareto_front, plot_front
 from dalp_moo.results.run_folder import RunFolder
@@ -110,6 +111,16 @@ def _finish(folder: RunFolder, cfg: RunConfig, elapsed_s: float) -> SearchOutcom
     return SearchOutcome(folder, records, front, summary)
 
 
+def make_executor(cfg: RunConfig) -> Executor:
+    """In-process evaluation, or a Dask cluster when ``search.workers`` / ``search.scheduler`` is set."""
+    if cfg.search.workers > 0 or cfg.search.scheduler:
+        from dalp_moo.evaluation.dask_executor import DaskExecutor
+
+        return DaskExecutor(workers=cfg.search.workers, scheduler=cfg.search.scheduler,
+                            memory_limit_mb=cfg.train.max_memory_mb)
+    return SerialExecutor()
+
+
 def run_search(
     cfg: RunConfig | None,
     out: str | Path,
@@ -134,9 +145,23 @@ def run_search(
         folder = RunFolder.create(out, cfg, force=force)
     evaluator = get_evaluator(cfg)
     in_channels = evaluator.source.bands
-    service = EvaluationService(cfg, journal=folder.journal, executor=executor,
-                                progress=progress or LogProgress())
+    shared = None
+    if cfg.search.cache_dir:
+        cache_dir = resolve_write_path(cfg.search.cache_dir, folder.path)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        shared = Journal(cache_dir / "cache.jsonl")
+    service = EvaluationService(cfg, journal=folder.journal, executor=executor or make_executor(cfg),
+                                progress=progress or LogProgress(), shared_cache=shared)
     previous = folder.records() if resume else []
+    foreign = {r.config_hash for r in previous} - {cfg.evaluation_hash()}
+    if foreign:
+        raise RunFolderError(f"resume {folder.path}: journal.jsonl holds evaluations of another config "
+                             f"(hash {sorted(foreign)[0]}); config.toml was changed after the run started")
+    if cfg.data.tile_size < 2 ** cfg.space.max_units:
+        logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
+                       "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)
+    if shared is not None:
+        service.preload(shared.read(), include_failed=False, own=False)
     service.preload(previous)
     folder.write_meta({
         "versions": _versions(),

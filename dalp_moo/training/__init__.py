@@ -2,7 +2,13 @@
 
 from dalp_moo.training.losses import focal_loss
 from dalp_moo.training.metrics import SegmentationScore, evaluate_segmentation
-from dalp_moo.training.trainer import TrainResult, resolve_device, torch_threads, train_model
+from dalp_moo.training.trainer import (
+    TrainResult,
+    estimate_training_memory_mb,
+    resolve_device,
+    torch_threads,
+    train_model,
+)
 
 __all__ = ["SegmentationScore", "TrainResult", "evaluate_segmentation", "focal_loss",
-           "resolve_device", "torch_threads", "train_model"]
+           "estimate_training_memory_mb", "resolve_device", "torch_threads", "train_model"]

@@ -124,6 +124,31 @@ def train_model(
                        time_s=time.perf_counter() - start, step_ms=1000 * step_time / max(steps, 1))
 
 
+def estimate_training_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> float:
+    """Estimated peak memory of training ``model`` (MB): stored activations and their gradients
+    for a batch (every leaf module output, FP32) plus weights, gradients and Adam's two moments."""
+    elements = 0
+
+    def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+        nonlocal elements
+        if isinstance(out, torch.Tensor):
+            elements += out.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape[1:])))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return (2 * elements * batch_size + 4 * params) * 4 / 2**20
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Temporarily set torch's intra-op CPU threads (0 = leave as is)."""
