@@ -10,6 +10,7 @@ Public API::
     run_regimes(...), diagnose(...), format_diagnostics(...)
 """
 
+from dalp_moo.precision.diagnostics import diagnose, format_diagnostics
 from dalp_moo.precision.emulate import (
     Constrained,
     DeployedFP16,
@@ -24,10 +25,12 @@ from dalp_moo.precision.numerics import (
     weights_analysis_shift,
 )
 from dalp_moo.precision.profiles import PROFILES, NumericsProfile, get_profile
+from dalp_moo.precision.regimes import REGIMES, gap_recovered, run_regimes
 
 __all__ = [
-    "PROFILES", "Constrained", "DeployedFP16", "NumericsProfile", "aligned_context",
+    "PROFILES", "REGIMES", "Constrained", "DeployedFP16", "NumericsProfile", "aligned_context",
     "aligned_training",
-    "constrain", "deploy_fp16", "get_profile", "round_fp16", "ste_round_fp16",
+    "constrain", "deploy_fp16", "diagnose", "format_diagnostics", "gap_recovered", "get_profile",
+    "run_regimes", "round_fp16", "ste_round_fp16",
     "weights_analysis_shift",
 ]

@@ -313,6 +313,9 @@ class _Fp16Mode(TorchFunctionMode):
         if name in _HW:
             return self._hw(name, args, kwargs)
         if self.train and self.own:
+            if (name == "add_" and args and id(args[0]) in self.own
+                    and not args[0].is_floating_point()):
+                return args[0]  # batch norm's num_batches_tracked: statistics are frozen
             args, kwargs = self._own_args(args, kwargs)
         if name == "batch_norm":
             x, rm, rv, w, b, eps = _bn_sig(*args, **kwargs)

@@ -1,0 +1,183 @@
+"""Deployment-aligned training: straight-through FP16 forward, overflow handling, batch-norm
+folding on the fly, regimes end to end, diagnostics."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dalp_moo.config import DataConfig, SpaceConfig, TrainConfig
+from dalp_moo.errors import ConfigError
+from dalp_moo.model import InputNorm, build_model
+from dalp_moo.precision import (
+    aligned_context,
+    aligned_training,
+    constrain,
+    deploy_fp16,
+    diagnose,
+    format_diagnostics,
+    gap_recovered,
+    run_regimes,
+    ste_round_fp16,
+)
+from dalp_moo.space import SearchSpace
+from dalp_moo.training import evaluate_segmentation, focal_loss, train_model
+
+
+def small_unet(seed: int = 0, blocks: tuple[str, ...] | None = None) -> nn.Module:
+    space = SearchSpace(SpaceConfig())
+    genome = space.sample(1, np.random.default_rng(seed))[0]
+    torch.manual_seed(seed)
+    return build_model(space.decode(genome), 4, 2, InputNorm([0.0] * 4, [1 / 1000.0] * 4))
+
+
+def test_ste_gradient_is_identity_in_range() -> None:
+    x = (torch.randn(100) * 10).requires_grad_(True)
+    y = ste_round_fp16(x, 1.0)
+    assert torch.equal(y, x.detach().half().float())
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_ste_overflow_is_finite_and_pushes_back() -> None:
+    x = torch.tensor([1.0, 70000.0, -80000.0, 100.0], requires_grad=True)
+    y = ste_round_fp16(x, 1.0, overflow_push=1.0)
+    assert torch.isfinite(y).all() and y[1] == 65504 and y[2] == -65504
+    (y * torch.tensor([1.0, -5.0, 5.0, 1.0])).sum().backward()
+    g = x.grad
+    assert torch.isfinite(g).all()
+    assert g[0] == 1 and g[3] == 1
+    # task gradient dropped on overflowed elements, restoring push: descent (x - lr*g) shrinks |x|
+    assert g[1] > 0 and g[2] < 0
+    # in the scaled domain (shift 4): 5000 * 16 = 80000 overflows there
+    xs = torch.tensor([5000.0, 1000.0], requires_grad=True)
+    ys = ste_round_fp16(xs, 16.0, overflow_push=0.0)
+    assert ys[0] == 65504 / 16 and ys[1] == 1000
+    ys.sum().backward()
+    assert xs.grad.tolist() == [0.0, 1.0]
+
+
+def test_aligned_forward_equals_deployed_and_model_is_fp32_outside() -> None:
+    model = small_unet(1).eval()
+    x = torch.round(torch.rand(2, 4, 32, 32) * 4095)
+    with torch.no_grad():
+        ref = model(x)
+        deployed = deploy_fp16(model, "myriadx")(x)
+        with aligned_training(model, "myriadx"):
+            aligned = model(x)
+        after = model(x)
+    assert torch.equal(aligned, deployed)
+    assert torch.equal(after, ref)
+    assert not torch.equal(aligned, ref)
+    assert "forward" not in model.__dict__
+
+
+def test_straight_through_gradients_flow_and_bn_frozen() -> None:
+    model = small_unet(2).train()
+    bn_before = {n: b.clone() for n, b in model.named_buffers()}
+    x = torch.round(torch.rand(4, 4, 32, 32) * 4095)
+    target = (torch.rand(4, 32, 32) > 0.9).long()
+    with aligned_training(model, "myriadx"):
+        logits = model(x)
+    loss = focal_loss(logits, target)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+    bn_weights = [p.grad for n, p in model.named_parameters() if ".1.weight" in n]
+    assert any(float(g.abs().sum()) > 0 for g in bn_weights)  # gamma trains through the fold
+    for n, b in model.named_buffers():
+        assert torch.equal(b, bn_before[n]), n  # running statistics frozen
+
+
+def test_overflowing_model_trains_with_finite_gradients() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)  # 36 * 4095 * 2 overflows FP16
+    x = torch.full((2, 4, 8, 8), 4095.0)
+    assert not torch.isfinite(deploy_fp16(model, "ieee")(x)).all()  # deployment: inf/NaN
+    wrapped = constrain(model, "ieee")
+    out = wrapped(x)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert float(model[0].weight.grad.sum()) > 0  # pushed toward smaller weights
+
+
+def test_constrain_shares_parameters() -> None:
+    model = small_unet(3)
+    wrapped = constrain(model, "ieee")
+    assert {id(p) for p in wrapped.parameters()} == {id(p) for p in model.parameters()}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from dalp_moo.data import open_source
+
+    source = open_source(DataConfig(n_tiles=12, tile_size=32, seed=3))
+    return source.split("train"), source.split("val")
+
+
+def test_regimes_end_to_end_tiny(tiny_data) -> None:
+    train_set, val_set = tiny_data
+    cfg = TrainConfig(epochs=1, batch_size=4, finetune_epochs=1)
+    model = small_unet(4)
+    train_model(model, train_set, val_set, cfg, seed=0, device=torch.device("cpu"))
+
+    def finetune(m: nn.Module, ctx) -> object:  # noqa: ANN001
+        return train_model(m, train_set, val_set, cfg, seed=1, device=torch.device("cpu"),
+                           epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, forward_context=ctx)
+
+    def score(predict) -> float:  # noqa: ANN001
+        return evaluate_segmentation(predict, val_set, 2).miou
+
+    fp32_state = copy.deepcopy(model.state_dict())
+    out = run_regimes(model, finetune, score, "dalp", "myriadx")
+    for key in ("fp32_miou", "ptq_miou", "dalp_miou"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["finetune"].epochs_run == 1
+    assert any(not torch.equal(v, fp32_state[k]) for k, v in model.state_dict().items())
+    ptq = run_regimes(small_unet(4), None, score, "ptq", "ieee")
+    assert ptq["dalp_miou"] is None and ptq["deployed_miou"] == ptq["ptq_miou"]
+    with pytest.raises(ConfigError):
+        run_regimes(small_unet(4), None, score, "int8")
+    assert gap_recovered(0.85, 0.78, 0.826) == pytest.approx(0.046 / 0.07)
+    assert gap_recovered(0.8, 0.8, 0.8) is None
+
+
+def test_aligned_context_is_reusable() -> None:
+    model = small_unet(5)
+    ctx = aligned_context(model, "ieee")
+    x = torch.rand(1, 4, 32, 32) * 100
+    with ctx():
+        a = model(x)
+    with ctx():
+        b = model(x)
+    assert torch.equal(a, b)
+
+
+def test_diagnostics_json_and_table() -> None:
+    model = nn.Sequential(nn.Conv2d(256, 4, 1, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(2.0 ** -7)  # shift 7: scaled output 256 * x
+    x = torch.full((1, 256, 2, 2), 100.0)
+    x[..., 0, 0] = 300.0  # 76800 in the scaled domain
+    d = diagnose(model, "myriadx", [x, x])
+    json.dumps(d)
+    first = d["layers"][0]
+    assert first["name"] == "0" and first["shift"] == 7
+    assert first["overflow"] == 2 * 4  # one pixel x 4 channels x 2 batches
+    assert first["max_abs_scaled"] == pytest.approx(76800.0)
+    assert d["summary"]["first_overflow"] == "0"
+    assert d["summary"]["output_nonfinite_fraction"] > 0
+    table = format_diagnostics(d)
+    assert "max|x*2^s|" in table and "first overflow: 0" in table
+    clean = diagnose(model, "ieee", x, flush_subnormals=True)
+    assert clean["summary"]["overflow"] == 0
+    assert clean["layers"][0]["rel_err"] is not None and clean["layers"][0]["rel_err"] < 1e-3
