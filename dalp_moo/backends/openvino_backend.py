@@ -197,6 +197,8 @@ class OpenVINODeployment(Deployment):
                            self.conversion_error, tolerance)
         self._batch_compiled: dict[int, Any] = {}
         self._report: LatencyReport | None = None
+        #: the individual timed runs (ms) of the last synchronous :meth:`measure`
+        self.last_times_ms: np.ndarray = np.empty(0)
 
     @staticmethod
     def _infer(request: Any, x: np.ndarray) -> np.ndarray:
@@ -251,6 +253,7 @@ class OpenVINODeployment(Deployment):
                 for p in req.profiling_info if hasattr(req, "profiling_info") else req.get_profiling_info():
                     layer_times.setdefault(p.node_name, []).append(_ms(p.real_time))
                     layer_meta[p.node_name] = (str(p.node_type), str(p.exec_type))
+        self.last_times_ms = times
         q1, med, q3 = np.percentile(times, [25, 50, 75])
         per_layer = tuple({"name": k, "type": layer_meta[k][0], "exec_type": layer_meta[k][1],
                            "time_ms": float(np.median(v))} for k, v in layer_times.items())
