@@ -355,7 +355,8 @@ class MyriadXBackend(Backend):
 
     def __init__(self, device: str = "MYRIAD", emulate: bool | None = None, runs: int = 50,
                  warmup: int = 10, **options: Any) -> None:
-        super().__init__(device=device, **options)
+        # the evaluator passes its generic OpenVINO device name (e.g. 'CPU'): only MYRIAD* counts here
+        super().__init__(device=device if device.upper().startswith("MYRIAD") else "MYRIAD", **options)
         self.params = load_params(**options)
         self.model = MyriadXLatencyModel(self.params)
         self.real = (not emulate) and real_device_present()
@@ -387,7 +388,8 @@ class MyriadXBackend(Backend):
             from dalp_moo.backends.openvino_backend import OpenVINODeployment
 
             return OpenVINODeployment(model, input_shape, self.device, None, self.runs, self.warmup,
-                                      False, "measure", 5e-2, 0, method="measured")
+                                      False, "measure", 5e-2, 0, method="measured",
+                                      streams=self.params.streams, power_w=self.params.power_w)
         from dalp_moo.precision import deploy_fp16
 
         gen = torch.Generator().manual_seed(0)

@@ -96,8 +96,8 @@ def _supported(device: str) -> set[str]:
 
 
 def compile_config(device: str, threads: int | None, throughput: bool = False,
-                   perf_count: bool = True) -> dict[str, Any]:
-    """Compile options the device supports: single stream, fixed threads, PERF_COUNT."""
+                   perf_count: bool = True, streams: int | None = 1) -> dict[str, Any]:
+    """Compile options the device supports: ``streams`` (None: plugin default), threads, PERF_COUNT."""
     sup = _supported(device)
     legacy = not hasattr(_ov(), "convert_model")
     cfg: dict[str, Any] = {}
@@ -105,8 +105,8 @@ def compile_config(device: str, threads: int | None, throughput: bool = False,
         cfg["PERF_COUNT"] = ("YES" if legacy else True) if perf_count else ("NO" if legacy else False)
     if "PERFORMANCE_HINT" in sup:
         cfg["PERFORMANCE_HINT"] = "THROUGHPUT" if throughput else "LATENCY"
-    if not throughput and "NUM_STREAMS" in sup:
-        cfg["NUM_STREAMS"] = 1
+    if not throughput and streams and "NUM_STREAMS" in sup:
+        cfg["NUM_STREAMS"] = int(streams)
     if threads and "INFERENCE_NUM_THREADS" in sup:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
     return cfg
@@ -167,7 +167,8 @@ class OpenVINODeployment(Deployment):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: str,
                  threads: int | None, runs: int, warmup: int, throughput: bool, latency: str,
                  tolerance: float, seed: int, host_model: Any | None = None,
-                 method: str = "measured") -> None:
+                 method: str = "measured", streams: int | None = 1,
+                 power_w: float | None = None) -> None:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = device
         self.threads = threads
@@ -177,6 +178,8 @@ class OpenVINODeployment(Deployment):
         self.latency_mode = latency
         self.tolerance = tolerance
         self.method = method
+        self.streams = streams
+        self.power_w = power_w
         self._host_model = host_model
         self._torch_model = copy.deepcopy(model).cpu().float().eval()
         gen = torch.Generator().manual_seed(seed)
@@ -186,7 +189,7 @@ class OpenVINODeployment(Deployment):
         self._tmp = tempfile.TemporaryDirectory(prefix="dalp_ir_")
         xml = save_ir(convert(self._torch_model, example), Path(self._tmp.name) / "model.xml")
         self.ov_model = core().read_model(str(xml))
-        self.config = compile_config(device, threads)
+        self.config = compile_config(device, threads, streams=streams)
         self.compiled = core().compile_model(self.ov_model, device, self.config)
         self._request = self.compiled.create_infer_request()
         out = self._infer(self._request, example.numpy())
@@ -216,7 +219,7 @@ class OpenVINODeployment(Deployment):
             m = self.ov_model.clone()
             m.reshape([n, *self.input_shape[1:]])
             self._batch_compiled = {n: core().compile_model(m, self.device, compile_config(
-                self.device, self.threads, perf_count=False))}
+                self.device, self.threads, perf_count=False, streams=self.streams))}
         return self._batch_compiled[n]
 
     def predict(self, batch: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -258,14 +261,18 @@ class OpenVINODeployment(Deployment):
         per_layer = tuple({"name": k, "type": layer_meta[k][0], "exec_type": layer_meta[k][1],
                            "time_ms": float(np.median(v))} for k, v in layer_times.items())
         return LatencyReport(latency_ms=float(med), spread_ms=float(q3 - q1), method=self.method,
+                             energy_mj=self.power_w * float(med) if self.power_w else None,
                              per_layer=per_layer)
 
     def _measure_throughput(self, x: np.ndarray) -> LatencyReport:
         ov = _ov()
+        queue_cls = getattr(ov, "AsyncInferQueue", None)
+        if queue_cls is None:  # OpenVINO 2022.x
+            from openvino.runtime import AsyncInferQueue as queue_cls
         compiled = core().compile_model(self.ov_model, self.device, compile_config(
             self.device, self.threads, throughput=True, perf_count=False))
         jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        queue = ov.AsyncInferQueue(compiled, jobs)
+        queue = queue_cls(compiled, jobs)
         for _ in range(max(self.warmup, jobs)):
             queue.start_async({0: x})
         queue.wait_all()
