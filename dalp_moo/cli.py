@@ -26,7 +26,24 @@ def _debug_requested(ctx: click.Context) -> bool:
 
 
 class DalpGroup(click.Group):
-    """Click group that turns library errors into one readable line."""
+    """Click group that turns library and usage errors into one readable line."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+            if isinstance(rv, int) and rv != 0:  # an Exit(code) under standalone_mode=False
+                sys.exit(rv)
+            return rv
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -8,6 +8,7 @@ the algorithm exactly, so the final front equals that of an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -111,6 +112,25 @@ def _finish(folder: RunFolder, cfg: RunConfig, elapsed_s: float) -> SearchOutcom
     return SearchOutcome(folder, records, front, summary)
 
 
+def _write_meta(folder: RunFolder, cfg: RunConfig, evaluator: Any, resume: bool, n_previous: int) -> None:
+    """Write meta.json; a resume keeps the original and appends to its ``resumes`` list."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if resume and folder.meta_path.exists():
+        meta = json.loads(folder.meta_path.read_text())
+        meta.setdefault("resumes", []).append({"at": now, "finished_evaluations": n_previous})
+    else:
+        meta = {
+            "versions": _versions(),
+            "backend": evaluator.backend_info.__dict__,
+            "input_normalization": {"method": cfg.data.normalization, "shift": evaluator.norm[0],
+                                    "scale": evaluator.norm[1]},
+            "data": evaluator.source.describe(),
+            "started": now,
+            "config_hash": cfg.evaluation_hash(),
+        }
+    folder.write_meta(meta)
+
+
 def make_executor(cfg: RunConfig) -> Executor:
     """In-process evaluation, or a Dask cluster when ``search.workers`` / ``search.scheduler`` is set."""
     if cfg.search.workers > 0 or cfg.search.scheduler:
@@ -150,8 +170,8 @@ def run_search(
         cache_dir = resolve_write_path(cfg.search.cache_dir, folder.path)
         cache_dir.mkdir(parents=True, exist_ok=True)
         shared = Journal(cache_dir / "cache.jsonl")
-    service = EvaluationService(cfg, journal=folder.journal, executor=executor or make_executor(cfg),
-                                progress=progress or LogProgress(), shared_cache=shared)
+    service = EvaluationService(cfg, journal=folder.journal, progress=progress or LogProgress(),
+                                shared_cache=shared)
     previous = folder.records() if resume else []
     foreign = {r.config_hash for r in previous} - {cfg.evaluation_hash()}
     if foreign:
@@ -163,21 +183,13 @@ def run_search(
     if shared is not None:
         service.preload(shared.read(), include_failed=False, own=False)
     service.preload(previous)
-    folder.write_meta({
-        "versions": _versions(),
-        "backend": evaluator.backend_info.__dict__,
-        "input_normalization": {"method": cfg.data.normalization, "shift": evaluator.norm[0],
-                                "scale": evaluator.norm[1]},
-        "data": evaluator.source.describe(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "resumed_with_records": len(previous),
-        "config_hash": cfg.evaluation_hash(),
-    })
-
     state = folder.load_checkpoint() if resume else None
+    if state is not None and (state.get("version") != CHECKPOINT_VERSION
+                              or state.get("config_hash") != cfg.evaluation_hash()):
+        raise RunFolderError(f"checkpoint {folder.checkpoint_path}: from another version or config")
+    _write_meta(folder, cfg, evaluator, resume, len(previous))
+    service.executor = executor or make_executor(cfg)
     if state is not None:
-        if state.get("version") != CHECKPOINT_VERSION or state.get("config_hash") != cfg.evaluation_hash():
-            raise RunFolderError(f"checkpoint {folder.checkpoint_path}: from another version or config")
         algorithm = state["algorithm"]
         algorithm.problem.service = service
         elapsed_before = float(state.get("elapsed_s", 0.0))
