@@ -55,9 +55,8 @@ def weights_analysis_shift(weight: torch.Tensor, kind: str = "conv", first_layer
     count = int(valid.sum())
     if count == 0:
         return 0
-    ev = e[valid]
-    max_exp = int(ev.max())
-    total = int(ev.sum())
+    max_exp = int(torch.where(valid, e, torch.full_like(e, -100)).max())
+    total = int((e * valid).sum())
     mean_exp = abs(total) // count * (1 if total >= 0 else -1)  # C++ integer division
     shift = min(15 - max_exp, -mean_exp)
     if first_layer and first_rule and shift > 10:
@@ -77,18 +76,28 @@ class _RoundSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float, ftz: bool, push: float) -> torch.Tensor:  # type: ignore[override]
-        xs = x * scale if scale != 1.0 else x
+        limit = FP16_OVERFLOW / scale  # overflow threshold in the true domain
         over = None
-        if bool(xs.detach().abs().amax() >= FP16_OVERFLOW) if xs.numel() else False:
-            over = xs.abs() >= FP16_OVERFLOW
-            xs = xs.clamp(-FP16_MAX, FP16_MAX)
-        q = round_fp16(xs, ftz)
-        if scale != 1.0:
-            q = round_fp16(q * (1.0 / scale), ftz)
+        if x.numel():
+            lo, hi = torch.aminmax(x.detach())
+            if float(hi) >= limit or float(lo) <= -limit:
+                over = x.abs() >= limit
+        if over is None:
+            # no overflow: for scale = 2**s (s >= 0) rounding in the scaled domain, descaling and
+            # rounding again equals rounding once in the normal range (power-of-two scaling
+            # commutes with rounding); results below 2**-14 may differ by one subnormal step
+            # from the deployed double rounding (the training forward skips it for speed)
+            q = round_fp16(x, ftz) if scale >= 1.0 else round_fp16(
+                round_fp16(x * scale, ftz) * (1.0 / scale), ftz)
+        else:
+            xs = (x * scale).clamp(-FP16_MAX, FP16_MAX)
+            q = round_fp16(xs, ftz)
+            if scale != 1.0:
+                q = round_fp16(q * (1.0 / scale), ftz)
         ctx.push = push
-        ctx.save_for_backward(over if over is not None else torch.empty(0), x if over is not None
-                              else torch.empty(0))
         ctx.has_over = over is not None
+        if over is not None:
+            ctx.save_for_backward(over, x)
         return q
 
     @staticmethod
