@@ -215,5 +215,52 @@ def show(run_dir: str) -> None:
 
 main.add_command(data)
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--candidate", "arch_id", help="Architecture ID [default: the best on-device mIoU].")
+@click.option("--profile", type=click.Choice(["ieee", "myriadx"]),
+              help="Recompute under this numerics profile from the stored weights.")
+@click.option("--tiles", type=int, default=8, show_default=True, help="Validation tiles used when recomputing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def diagnose(run_dir: str, arch_id: str | None, profile: str | None, tiles: int, as_json: bool) -> None:
+    """Per-layer FP16 diagnostics of one evaluated candidate: max |activation| against 65504,
+    overflows, underflows, flushed values, relative error against FP32."""
+    from dalp_moo.evaluation.artifacts import ArtifactStore, check_arch_id
+    from dalp_moo.precision import format_diagnostics
+    from dalp_moo.results import RunFolder
+    from dalp_moo.search.driver import summarise
+
+    folder = RunFolder.open(run_dir)
+    cfg = folder.config()
+    records = {r.arch_id: r for r in folder.records()}
+    if arch_id is None:
+        _, summary = summarise(cfg, list(records.values()), 0.0)
+        arch_id = summary["best_arch_id"]
+        if arch_id is None:
+            raise DalpError(f"run folder {run_dir}: no successful evaluation to diagnose")
+    check_arch_id(arch_id)
+    if arch_id not in records:
+        raise DalpError(f"candidate {arch_id} is not in {run_dir}/journal.jsonl")
+    store = ArtifactStore(folder.path)
+    result = None if profile else store.diagnostics(arch_id)
+    if result is None:
+        result = _recompute_diagnostics(cfg, records[arch_id], store, profile or cfg.train.profile, tiles)
+    click.echo(json.dumps(result, indent=2) if as_json else format_diagnostics(result))
+
+
+def _recompute_diagnostics(cfg: Any, record: EvalRecord, store: Any, profile: str, tiles: int) -> dict:
+    import torch
+
+    from dalp_moo.evaluation.evaluator import Evaluator
+    from dalp_moo.precision import diagnose as run_diagnose
+
+    evaluator = Evaluator(cfg)
+    _, model = evaluator.build(list(record.genome))
+    model.load_state_dict(store.weights(record.arch_id))
+    val = evaluator.val_set
+    batch = torch.stack([val[i][0] for i in range(min(tiles, len(val)))])
+    return run_diagnose(model.eval(), profile, [batch])
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

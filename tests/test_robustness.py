@@ -149,3 +149,32 @@ def test_evaluation_service_deduplicates_rows():
     same_arch[-1] = space.xu[-1]  # a gene of a switched-off unit
     records = service.evaluate_many(np.array([g, same_arch]))
     assert service.n_evaluated == 1 and records[0] is records[1]
+
+
+def test_artifacts_saved_and_loaded_safely(tmp_path):
+    import torch
+
+    from dalp_moo.errors import RunFolderError
+    from dalp_moo.evaluation.artifacts import ArtifactStore
+
+    cfg = tiny_config(search={"population": 2, "generations": 1}, train={"regime": "dalp"})
+    out = run_search(cfg, tmp_path / "run")
+    store = ArtifactStore(tmp_path / "run")
+    for r in out.records:
+        weights = store.weights(r.arch_id)
+        assert all(isinstance(v, torch.Tensor) for v in weights.values())
+        diag = store.diagnostics(r.arch_id)
+        assert diag["summary"]["profile"] == "myriadx" and diag["layers"]
+        assert r.dalp_miou is not None and r.ptq_miou is not None and r.fp32_miou is not None
+    with pytest.raises(RunFolderError, match="not an architecture ID"):
+        store.weights("../../etc/passwd")
+    # a pickle that would run code is refused by weights_only loading
+    evil = store.weights_dir / "0123456789ab.pt"
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"x": Boom()}, evil)
+    with pytest.raises(RunFolderError, match="unreadable"):
+        store.weights("0123456789ab")

@@ -18,7 +18,7 @@ from typing import Any
 
 from dalp_moo.config import RunConfig
 from dalp_moo.errors import ConfigError
-from dalp_moo.evaluation.evaluator import evaluate_genome, failed_record
+from dalp_moo.evaluation.evaluator import evaluate_task, failed_record
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
 
@@ -26,12 +26,12 @@ from dalp_moo.log import logger
 WORKER_RETRIES = 1
 
 
-def _evaluate_on_worker(cfg: RunConfig, genome: list[int], threads: int) -> EvalRecord:
+def _evaluate_on_worker(cfg: RunConfig, genome: list[int], threads: int) -> tuple[EvalRecord, dict | None]:
     import torch
 
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return evaluate_genome(cfg, genome)
+    return evaluate_task(cfg, genome)
 
 
 class DaskExecutor:
@@ -63,7 +63,7 @@ class DaskExecutor:
             self.client = Client(self.cluster)
             logger.info("started a local Dask cluster: %d workers x %d torch threads", workers, self.threads)
 
-    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord]]:
+    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord, dict | None]]:
         from distributed import as_completed
 
         futures = {}
@@ -73,8 +73,9 @@ class DaskExecutor:
         pending = as_completed(list(futures))
         for fut in pending:
             i, attempts = futures.pop(fut)
+            artifacts = None
             try:
-                record = fut.result()
+                record, artifacts = fut.result()
             except Exception as exc:  # worker died (KilledWorker, lost connection, ...)
                 if attempts < WORKER_RETRIES:
                     logger.warning("worker failed on candidate %d (%s): retrying once", i, type(exc).__name__)
@@ -87,7 +88,7 @@ class DaskExecutor:
             else:
                 if attempts:
                     record = _with_attempts(record, attempts + 1)
-            yield i, record
+            yield i, record, artifacts
 
     def close(self) -> None:
         try:

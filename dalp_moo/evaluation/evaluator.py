@@ -78,6 +78,11 @@ class Evaluator:
 
     def evaluate(self, genome: np.ndarray | list[int]) -> EvalRecord:
         """Train and deploy one candidate; raises :class:`EvaluationError` on failure."""
+        return self.evaluate_with_weights(genome)[0]
+
+    def evaluate_with_weights(self, genome: np.ndarray | list[int]) -> tuple[EvalRecord, dict | None]:
+        """:meth:`evaluate`, also returning artifacts: ``{"weights": state dict of the deployed
+        model, "diagnostics": per-layer FP16 diagnostics}`` (None for infeasible candidates)."""
         cfg = self.cfg
         arch = self.space.decode(np.asarray(genome))
         params = count_params(arch, self.source.bands, cfg.space.num_classes)
@@ -85,7 +90,8 @@ class Evaluator:
                     config_hash=self.config_hash, params=params, backend=self.backend_info.name,
                     emulated=self.backend_info.emulated)
         if params > cfg.space.param_cap:
-            return EvalRecord(status=STATUS_INFEASIBLE, reason=f"{params} parameters > cap {cfg.space.param_cap}", **base)
+            return EvalRecord(status=STATUS_INFEASIBLE, reason=f"{params} parameters > cap {cfg.space.param_cap}",
+                              **base), None
         _, model = self.build(genome)
         if cfg.train.max_memory_mb > 0:
             need = estimate_training_memory_mb(model, self.input_shape, cfg.train.batch_size)
@@ -99,24 +105,11 @@ class Evaluator:
             result = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed,
                                  device=self.device, deadline=deadline, label=arch.arch_id)
             train_time = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            model = model.cpu().eval()
-            fp32 = evaluate_segmentation(model, self.val_set, cfg.space.num_classes)
-            measures: dict[str, Any] = {"fp32_miou": fp32.miou}
-            if cfg.train.regime == "fp32":
-                deployed_score = fp32
-                deployment = self.backend.deploy(model, self.input_shape, profile=cfg.train.profile)
-                test = evaluate_segmentation(model, self.test_set, cfg.space.num_classes)
-            else:
-                deployment = self.backend.deploy(model, self.input_shape, profile=cfg.train.profile)
-                deployed_score = evaluate_segmentation(deployment.predict, self.val_set, cfg.space.num_classes)
-                measures["ptq_miou"] = deployed_score.miou
-                if cfg.train.regime == "dalp":
-                    raise EvaluationError("regime 'dalp' needs dalp_moo.precision (not installed)")
-                test = evaluate_segmentation(deployment.predict, self.test_set, cfg.space.num_classes)
+            measures, deployment, deployed_score, test, finetune_s = self._regimes(model, seed, deadline, arch.arch_id)
             latency = deployment.latency()
-            eval_time = time.perf_counter() - t1
-        return EvalRecord(
+            diagnostics = self._diagnostics(model) if cfg.train.regime != "fp32" else None
+            eval_time = time.perf_counter() - t0 - train_time - finetune_s
+        record = EvalRecord(
             **base,
             **measures,
             deployed_miou=deployed_score.miou,
@@ -128,10 +121,53 @@ class Evaluator:
             energy_mj=latency.energy_mj,
             latency_method=latency.method,
             epochs=result.epochs_run,
-            train_time_s=train_time,
+            train_time_s=train_time + finetune_s,
             eval_time_s=eval_time,
             step_ms=result.step_ms,
+            extra={"fp16": diagnostics["summary"]} if diagnostics else {},
         )
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return record, {"weights": weights, "diagnostics": diagnostics}
+
+    def _score(self, predict: Any, split: str = "val") -> Any:
+        data = self.val_set if split == "val" else self.test_set
+        return evaluate_segmentation(predict, data, self.cfg.space.num_classes)
+
+    def _regimes(self, model: torch.nn.Module, seed: int, deadline: float | None, label: str) -> tuple:
+        """Score ``model`` under the configured regime; ``dalp`` fine-tunes it in place under the
+        deployment profile. Returns measures, the deployment, its val and test scores and the
+        fine-tuning time (s)."""
+        cfg = self.cfg
+        model = model.cpu().eval()
+        fp32 = self._score(model)
+        measures: dict[str, Any] = {"fp32_miou": fp32.miou}
+        deployment = self.backend.deploy(model, self.input_shape, profile=cfg.train.profile)
+        if cfg.train.regime == "fp32":
+            return measures, deployment, fp32, self._score(model, "test"), 0.0
+        score = self._score(deployment.predict)
+        measures["ptq_miou"] = score.miou
+        finetune_s = 0.0
+        if cfg.train.regime == "dalp" and cfg.train.finetune_epochs > 0:
+            from dalp_moo.precision import aligned_context
+
+            t0 = time.perf_counter()
+            train_model(model, self.train_set, self.val_set, cfg.train, seed=seed + 1, device=self.device,
+                        epochs=cfg.train.finetune_epochs, lr=cfg.train.finetune_lr,
+                        forward_context=aligned_context(model, cfg.train.profile), deadline=deadline,
+                        label=f"{label} dalp")
+            finetune_s = time.perf_counter() - t0
+            model = model.cpu().eval()
+            deployment = self.backend.deploy(model, self.input_shape, profile=cfg.train.profile)
+            score = self._score(deployment.predict)
+            measures["dalp_miou"] = score.miou
+        return measures, deployment, score, self._score(deployment.predict, "test"), finetune_s
+
+    def _diagnostics(self, model: torch.nn.Module, n_tiles: int = 4) -> dict[str, Any]:
+        """FP16 diagnostics of the deployed model on the first validation tiles (per layer)."""
+        from dalp_moo.precision import diagnose
+
+        batch = torch.stack([self.val_set[i][0] for i in range(min(n_tiles, len(self.val_set)))])
+        return diagnose(model.cpu().eval(), self.cfg.train.profile, [batch])
 
 
 _EVALUATORS: dict[str, Evaluator] = {}
@@ -157,13 +193,18 @@ def failed_record(cfg: RunConfig, genome: np.ndarray | list[int], reason: str, *
 
 def evaluate_genome(cfg: RunConfig, genome: list[int]) -> EvalRecord:
     """Evaluate one genome in this process; failures are returned as records, never raised."""
+    return evaluate_task(cfg, genome)[0]
+
+
+def evaluate_task(cfg: RunConfig, genome: list[int]) -> tuple[EvalRecord, dict | None]:
+    """The unit of work of every executor: ``(record, trained weights or None)``; never raises."""
     t0 = time.perf_counter()
     try:
-        return get_evaluator(cfg).evaluate(genome)
+        return get_evaluator(cfg).evaluate_with_weights(genome)
     except EvaluationError as exc:
         reason = str(exc)
     except Exception as exc:  # a crashing candidate must not stop the search
         reason = f"{type(exc).__name__}: {exc}"
         logger.debug("candidate crashed:\n%s", traceback.format_exc())
     logger.warning("candidate failed: %s", reason)
-    return failed_record(cfg, genome, reason, train_time_s=time.perf_counter() - t0)
+    return failed_record(cfg, genome, reason, train_time_s=time.perf_counter() - t0), None

@@ -14,7 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from dalp_moo.config import RunConfig
-from dalp_moo.evaluation.evaluator import evaluate_genome
+from dalp_moo.evaluation.evaluator import evaluate_task
+from dalp_moo.evaluation.artifacts import ArtifactStore
 from dalp_moo.evaluation.journal import Journal
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.space import SearchSpace
@@ -30,10 +31,14 @@ class Progress(Protocol):
     def batch_end(self) -> None: ...
 
 
-class Executor(Protocol):
-    """Runs :func:`evaluate_genome` for many genomes, yielding ``(index, record)`` as they finish."""
+#: what an executor yields per genome: (index, record, artifacts or None)
+Result = tuple[int, EvalRecord, dict | None]
 
-    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord]]: ...
+
+class Executor(Protocol):
+    """Runs :func:`evaluate_task` for many genomes, yielding results as they finish."""
+
+    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[Result]: ...
 
     def close(self) -> None: ...
 
@@ -41,9 +46,9 @@ class Executor(Protocol):
 class SerialExecutor:
     """Evaluates in this process, one candidate after another."""
 
-    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord]]:
+    def map_unordered(self, cfg: RunConfig, genomes: Sequence[list[int]]) -> Iterator[Result]:
         for i, genome in enumerate(genomes):
-            yield i, evaluate_genome(cfg, genome)
+            yield (i, *evaluate_task(cfg, genome))
 
     def close(self) -> None:
         return None
@@ -61,13 +66,14 @@ class EvaluationService:
 
     def __init__(self, cfg: RunConfig, journal: Journal | None = None, executor: Executor | None = None,
                  progress: Progress | None = None, cache: dict[str, EvalRecord] | None = None,
-                 shared_cache: Journal | None = None) -> None:
+                 shared_cache: Journal | None = None, artifacts: ArtifactStore | None = None) -> None:
         self.cfg = cfg
         self.space = SearchSpace(cfg.space)
         self.journal = journal
         self.executor: Executor = executor or SerialExecutor()
         self.progress = progress
         self.shared_cache = shared_cache
+        self.artifacts = artifacts
         self.cache: dict[str, EvalRecord] = cache if cache is not None else {}
         self.config_hash = cfg.evaluation_hash()
         self.n_evaluated = 0
@@ -118,7 +124,9 @@ class EvaluationService:
                 self._record_in_journal(key, self.cache[key], shared=False)
         order = list(todo)
         genomes = [self.space.canonical(X[todo[k][0]]).tolist() for k in order]
-        for i, record in self.executor.map_unordered(self.cfg, genomes):
+        for i, record, artifacts in self.executor.map_unordered(self.cfg, genomes):
+            if self.artifacts is not None and artifacts is not None:
+                self.artifacts.save(record.arch_id, artifacts)
             self.cache[order[i]] = record
             self.n_evaluated += 1
             self._record_in_journal(order[i], record, shared=True)

@@ -20,6 +20,7 @@ from dalp_moo.config import RunConfig, resolve_write_path
 from dalp_moo.errors import RunFolderError
 from dalp_moo.evaluation.evaluator import get_evaluator
 from dalp_moo.evaluation.record import EvalRecord
+from dalp_moo.evaluation.artifacts import ArtifactStore
 from dalp_moo.evaluation.journal import Journal
 from dalp_moo.evaluation.service import EvaluationService, Executor, Progress, SerialExecutor
 from dalp_moo.log import logger
@@ -171,7 +172,7 @@ def run_search(
         cache_dir.mkdir(parents=True, exist_ok=True)
         shared = Journal(cache_dir / "cache.jsonl")
     service = EvaluationService(cfg, journal=folder.journal, progress=progress or LogProgress(),
-                                shared_cache=shared)
+                                shared_cache=shared, artifacts=ArtifactStore(folder.path))
     previous = folder.records() if resume else []
     foreign = {r.config_hash for r in previous} - {cfg.evaluation_hash()}
     if foreign:
