@@ -1,0 +1,75 @@
+"""Analysis of finished runs (for notebooks and scripts): load, compare, plot.
+
+    from dalp_moo.results.analysis import load_run, compare_runs, plot_regimes
+    df = load_run("runs/default-...")            # one row per evaluation, front flagged
+    compare_runs(["runs/a", "runs/b"])            # front size, best mIoU, hypervolume per run
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dalp_moo.results.pareto import hypervolume, normalisation, pareto_front
+from dalp_moo.results.run_folder import RunFolder
+from dalp_moo.search.driver import summarise
+
+
+def load_run(path: str | Path) -> pd.DataFrame:
+    """All evaluations of a run folder as a DataFrame; ``on_front`` marks the Pareto front and
+    ``gap`` / ``recovered`` give the FP16 deployment gap (fp32 - ptq) and its recovered share."""
+    folder = RunFolder.open(path)
+    cfg = folder.config()
+    records = folder.records()
+    front, _ = summarise(cfg, records, 0.0)
+    df = folder.table(records)
+    df["on_front"] = df["arch_id"].isin({r.arch_id for r in front})
+    df["run"] = folder.path.name
+    fp32 = pd.to_numeric(df["fp32_miou"], errors="coerce")
+    ptq = pd.to_numeric(df["ptq_miou"], errors="coerce")
+    dalp = pd.to_numeric(df["dalp_miou"], errors="coerce")
+    df["gap"] = fp32 - ptq
+    df["recovered"] = np.where(df["gap"] > 0, (dalp - ptq) / df["gap"].where(df["gap"] > 0), np.nan)
+    return df
+
+
+def compare_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per run: algorithm, evaluations, front size, best mIoU and hypervolume, all fronts
+    normalised with one common scale so their hypervolumes are comparable."""
+    loaded = []
+    for p in paths:
+        folder = RunFolder.open(p)
+        cfg = folder.config()
+        loaded.append((folder, cfg, folder.records()))
+    all_ok = [r for _, _, recs in loaded for r in recs if r.ok]
+    cap = max(cfg.space.param_cap for _, cfg, _ in loaded)
+    scale = normalisation(all_ok, cap)
+    rows = []
+    for folder, cfg, recs in loaded:
+        front, summary = summarise(cfg, recs, 0.0)
+        rows.append({
+            "run": folder.path.name, "algorithm": cfg.search.algorithm, "evaluations": len(recs),
+            "front_size": len(front), "best_deployed_miou": summary["best_deployed_miou"],
+            "hypervolume_common_scale": hypervolume(pareto_front([r for r in recs if r.ok]), scale),
+        })
+    return pd.DataFrame(rows)
+
+
+def plot_regimes(df: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201 - matplotlib types
+    """FP32 vs deployed mIoU per candidate: post-training conversion and deployment-aligned."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    ok = df[df.status == "ok"]
+    lim = [0, 1]
+    ax.plot(lim, lim, c="0.7", lw=1, label="no deployment loss")
+    ax.scatter(ok.fp32_miou, ok.ptq_miou, s=16, label="post-training FP16 (ptq)")
+    if ok.dalp_miou.notna().any():
+        ax.scatter(ok.fp32_miou, ok.dalp_miou, s=16, label="deployment-aligned (dalp)")
+    ax.set_xlabel("FP32 mIoU (host)")
+    ax.set_ylabel("on-device mIoU")
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from dalp_moo.results.analysis import compare_runs, load_run
+from dalp_moo.search import run_search
+from tests.conftest import tiny_config
+
+matplotlib.use("Agg")
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("analysis")
+    run_search(tiny_config(search={"population": 3, "generations": 1}, train={"regime": "dalp"}), base / "nsga2")
+    run_search(tiny_config(search={"population": 3, "generations": 1, "algorithm": "random", "seed": 1}),
+               base / "random")
+    return base / "nsga2", base / "random"
+
+
+def test_load_run_flags_front_and_gap(two_runs):
+    df = load_run(two_runs[0])
+    assert len(df) == 3 and df.on_front.any()
+    assert df.dalp_miou.notna().all() and df.gap.notna().all()
+
+
+def test_compare_runs_common_scale(two_runs):
+    table = compare_runs(list(two_runs))
+    assert list(table.algorithm) == ["nsga2", "random"]
+    assert (table.hypervolume_common_scale >= 0).all()
+
+
+def test_notebook_code_runs(two_runs, monkeypatch):
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "analyse_front.ipynb").read_text())
+    monkeypatch.setenv("DALP_RUN", str(two_runs[0]))
+    namespace: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)  # noqa: S102
+    assert "df" in namespace and len(namespace["df"]) == 3
