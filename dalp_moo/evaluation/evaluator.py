@@ -18,7 +18,7 @@ import torch
 
 from dalp_moo import backends
 from dalp_moo.config import RunConfig
-from dalp_moo.data import open_source
+from dalp_moo.data import normalization_params, open_source
 from dalp_moo.errors import EvaluationError
 from dalp_moo.evaluation.record import STATUS_FAILED, STATUS_INFEASIBLE, EvalRecord
 from dalp_moo.log import logger
@@ -40,17 +40,6 @@ def candidate_seed(search_seed: int, arch_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def input_normalization(cfg: RunConfig, source: Any) -> tuple[list[float], list[float]]:
-    """Per-band ``(shift, scale)`` with ``x_norm = (x - shift) * scale`` for the data config."""
-    bands = source.bands
-    if cfg.data.normalization == "raw":
-        return [0.0] * bands, [1.0] * bands
-    if cfg.data.normalization == "scale":
-        return [0.0] * bands, [cfg.data.scale] * bands
-    stats = source.band_stats()
-    return list(stats.mean), [1.0 / s for s in stats.std]
-
-
 class Evaluator:
     """Per-process evaluation state for one :class:`RunConfig`."""
 
@@ -63,7 +52,7 @@ class Evaluator:
         self.test_set = self.source.split("test")
         image, _ = self.val_set[0]
         self.input_shape = (1, *tuple(image.shape))
-        self.norm = input_normalization(cfg, self.source)
+        self.norm = normalization_params(cfg.data, self.source.band_stats())
         self.backend = backends.get(cfg.backend.name, device=cfg.backend.device)
         self.backend_info = self.backend.info()
         self.device = resolve_device(cfg.train.device)
