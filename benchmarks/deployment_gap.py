@@ -22,6 +22,7 @@ Writes benchmarks/results/deployment_gap.json (``--out`` to change).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -41,6 +42,7 @@ from dalp_moo.precision import (
     get_profile,
     run_regimes,
 )
+from dalp_moo.precision.headroom import rescale_input_for_headroom
 from dalp_moo.space import SearchSpace, count_params
 from dalp_moo.space.genome import (
     ACTIVATIONS,
@@ -55,8 +57,8 @@ from dalp_moo.training import evaluate_segmentation, train_model
 
 #: (name, units: (block, activation, kernel, channel coefficient, expansion, reduction, pooling))
 ARCHITECTURES = [
-    ("conv_act-96k", [("conv_act", "relu", 3, 12, 3, 2, "max"), ("conv_act", "relu", 3, 11, 3, 2, "max"),
-                      ("conv_act", "relu", 3, 11, 3, 2, "max"), ("conv_act", "relu", 3, 8, 3, 2, "max")]),
+    ("conv_act-96k", [("conv_act", "relu", 3, 12, 3, 2, "max"), ("conv_bn_act", "relu", 3, 11, 3, 2, "max"),
+                      ("conv_bn_act", "relu", 3, 11, 3, 2, "max"), ("conv_bn_act", "relu", 3, 8, 3, 2, "max")]),
     ("conv_act-gelu", [("conv_act", "gelu", 5, 6, 3, 2, "avg"), ("conv_act", "gelu", 3, 8, 3, 2, "avg"),
                        ("conv_act", "gelu", 3, 8, 3, 2, "avg")]),
     ("conv_act-relu6", [("conv_act", "relu6", 3, 8, 3, 2, "max"), ("conv_act", "relu", 3, 8, 3, 2, "max"),
@@ -145,7 +147,7 @@ def throughput(model: torch.nn.Module, data, profile) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (2 archs x 1 seed, few tiles)")
-    ap.add_argument("--tiles", type=int, default=240)
+    ap.add_argument("--tiles", type=int, default=200)
     ap.add_argument("--tile-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--finetune-epochs", type=int, default=2)
@@ -198,8 +200,13 @@ def main() -> None:
             for vname, (pname, over) in VARIANTS.items():
                 variants[vname] = score(deploy_fp16(model, get_profile(pname, **over)))
             probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
+            calib = torch.stack([train_set[i][0] for i in range(min(16, len(train_set)))])
             diag = diagnose(model, profile, probe)["summary"]
-            res = run_regimes(model, finetune, score, "dalp", profile, overflow_push=args.overflow_push)
+            rescaled = copy.deepcopy(model)
+            k = rescale_input_for_headroom(rescaled, calib, profile)
+            rescale_only = score(deploy_fp16(rescaled, profile)) if k else None
+            res = run_regimes(model, finetune, score, "dalp", profile, overflow_push=args.overflow_push,
+                              calibration=calib)
             after = diagnose(model, profile, probe)["summary"]
             gap = res["fp32_miou"] - res["ptq_miou"]
             rec = gap_recovered(res["fp32_miou"], res["ptq_miou"], res["dalp_miou"])
@@ -208,7 +215,8 @@ def main() -> None:
                 "seed": seed, "fp32_miou": res["fp32_miou"], "ptq_miou": res["ptq_miou"],
                 "dalp_miou": res["dalp_miou"], "gap": gap, "gap_recovered": rec,
                 "fp32_epochs": fit.epochs_run, "finetune_s": res["finetune_s"],
-                "ptq_variants": variants,
+                "ptq_variants": variants, "input_rescale_k": res["input_rescale_k"],
+                "rescale_only_miou": rescale_only,
                 "ptq_overflow": diag["overflow"], "ptq_nonfinite_output": diag["output_nonfinite_fraction"],
                 "dalp_overflow": after["overflow"], "dalp_nonfinite_output": after["output_nonfinite_fraction"],
             }
@@ -219,6 +227,9 @@ def main() -> None:
                   flush=True)
             if timing_model is None or name == "conv_act-96k":
                 timing_model = (name, model)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"benchmark": "deployment_gap", "partial": True,
+                                                  "cases": cases}, indent=2, default=float))
     big = [c for c in cases if c["gap"] > 0.02]
     mean_rec = statistics.mean(c["gap_recovered"] for c in big) if big else None
     assert timing_model is not None
@@ -226,6 +237,7 @@ def main() -> None:
     thr = throughput(timing_model[1], test_set, profile)
     summary = {
         "benchmark": "deployment_gap",
+        "partial": False,
         "profile": profile.to_dict(),
         "settings": {"tiles": args.tiles, "tile_size": args.tile_size, "epochs": args.epochs,
                      "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,

@@ -184,3 +184,25 @@ def test_diagnostics_json_and_table() -> None:
     clean = diagnose(model, "ieee", x, flush_subnormals=True)
     assert clean["summary"]["overflow"] == 0
     assert clean["layers"][0]["rel_err"] is not None and clean["layers"][0]["rel_err"] < 1e-3
+
+
+def test_input_rescaling_removes_first_layer_overflow_and_keeps_fp32_function() -> None:
+    from dalp_moo.precision.headroom import rescale_input_for_headroom
+
+    torch.manual_seed(0)
+    model = nn.Sequential(InputNorm([0.0] * 4, [1.0] * 4), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 2, 1)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.05, 0.15)  # shift 3: 36 x 4000 x 0.1 x 8 overflows
+    x = torch.full((2, 4, 8, 8), 4000.0)
+    with torch.no_grad():
+        before = model(x)
+    assert diagnose(model, "myriadx", x)["summary"]["overflow"] > 0
+    k = rescale_input_for_headroom(model, x, "myriadx")
+    assert k >= 1
+    with torch.no_grad():
+        after = model(x)
+    assert torch.allclose(before, after, rtol=1e-6)
+    assert diagnose(model, "myriadx", x)["summary"]["overflow"] == 0
+    assert rescale_input_for_headroom(model, x, "myriadx") == 0  # nothing left to fix
+    assert rescale_input_for_headroom(model, x, "ieee") == 0

@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
 from dalp_moo.precision.emulate import aligned_context, deploy_fp16
+from dalp_moo.precision.headroom import rescale_input_for_headroom
 from dalp_moo.precision.profiles import NumericsProfile, get_profile
 
 REGIMES = ("fp32", "ptq", "dalp")
@@ -36,7 +38,8 @@ EvalFn = Callable[[Callable], float]
 
 def run_regimes(model: nn.Module, finetune_fn: FinetuneFn | None, eval_fn: EvalFn,
                 regime: str = "dalp", profile: str | NumericsProfile = "myriadx",
-                overflow_push: float = 1.0, keep_fp32_copy: bool = True) -> dict[str, Any]:
+                overflow_push: float = 1.0, keep_fp32_copy: bool = True,
+                calibration: torch.Tensor | None = None) -> dict[str, Any]:
     """Evaluate an FP32-trained ``model`` under ``regime`` ('fp32', 'ptq' or 'dalp').
 
     Returns ``{"fp32_miou", "ptq_miou", "dalp_miou"}`` (None where the regime does not compute
@@ -46,7 +49,11 @@ def run_regimes(model: nn.Module, finetune_fn: FinetuneFn | None, eval_fn: EvalF
     returned), ``"finetune_s"`` (seconds) and ``"profile"`` (the profile as a dict).
 
     ``dalp`` fine-tunes ``model`` in place (a copy of the FP32 weights is kept for the FP32 and
-    ptq scores when ``keep_fp32_copy``).
+    ptq scores when ``keep_fp32_copy``). With ``calibration`` (a batch of training inputs) and a
+    profile with weights analysis, ``dalp`` first moves a power-of-two factor from the input
+    normalisation into the first convolution when the first layer overflows in the scaled
+    domain (:func:`~dalp_moo.precision.headroom.rescale_input_for_headroom`, FP32 function
+    unchanged); ``"input_rescale_k"`` reports the exponent.
     """
     if regime not in REGIMES:
         raise ConfigError(f"train.regime: unknown regime {regime!r}; choose one of {list(REGIMES)}")
@@ -66,6 +73,9 @@ def run_regimes(model: nn.Module, finetune_fn: FinetuneFn | None, eval_fn: EvalF
         raise ConfigError("regime 'dalp' needs a fine-tuning function")
     backup = copy.deepcopy(model.state_dict()) if keep_fp32_copy else None
     t0 = time.perf_counter()
+    out["input_rescale_k"] = 0
+    if calibration is not None:
+        out["input_rescale_k"] = rescale_input_for_headroom(model, calibration, prof)
     out["finetune"] = finetune_fn(model, aligned_context(model, prof, overflow_push))
     out["finetune_s"] = time.perf_counter() - t0
     model.eval()
