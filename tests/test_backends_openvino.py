@@ -105,3 +105,13 @@ def test_model_latency_mode_and_estimate(candidate: torch.nn.Module) -> None:
     est = b.estimate_latency_ms(candidate, SHAPE)
     assert est == pytest.approx(rep.latency_ms)
     assert b.estimate_latency_ms(candidate, (1, 4, 128, 128)) > est
+
+
+def test_cpu_clock_latency_and_its_preconditions(candidate: torch.nn.Module) -> None:
+    dep = backends.get("openvino", runs=15, warmup=3, clock="cpu").deploy(candidate, SHAPE)
+    rep = dep.latency()
+    assert rep.method == "measured" and rep.latency_ms > 0
+    # CPU time of a single-thread inference never exceeds its wall time (up to timer granularity)
+    assert np.all(dep.last_cpu_times_ms <= dep.last_times_ms + 0.05)
+    with pytest.raises(BackendError, match="threads=1"):
+        backends.get("openvino", clock="cpu", threads=2)
