@@ -127,6 +127,12 @@ def test_relative_cache_dir_cannot_escape(tmp_path):
     cfg = tiny_config(search={"cache_dir": "../../elsewhere"})
     with pytest.raises(ConfigError, match="escapes the run folder"):
         run_search(cfg, tmp_path / "run")
+    cfg = tiny_config(data={"cache_dir": "../outside"})
+    with pytest.raises(ConfigError, match="escapes the run folder"):
+        run_search(cfg, tmp_path / "run2")
+    cfg = tiny_config(data={"cache_dir": "data-cache", "seed": 7}, search={"population": 2, "generations": 1})
+    run_search(cfg, tmp_path / "run3")
+    assert any((tmp_path / "run3" / "data-cache").iterdir())
 
 
 def test_two_worker_local_dask_cluster(tmp_path):

@@ -8,6 +8,7 @@ the algorithm exactly, so the final front equals that of an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -164,6 +165,9 @@ def run_search(
         if cfg is None:
             raise ValueError("cfg is required for a new run")
         folder = RunFolder.create(out, cfg, force=force)
+    if cfg.data.cache_dir:  # relative cache folders live inside the run folder
+        data = dataclasses.replace(cfg.data, cache_dir=str(resolve_write_path(cfg.data.cache_dir, folder.path)))
+        cfg = dataclasses.replace(cfg, data=data)
     evaluator = get_evaluator(cfg)
     in_channels = evaluator.source.bands
     shared = None
