@@ -255,3 +255,13 @@ def test_cli_inspect_and_preview(tmp_path) -> None:  # type: ignore[no-untyped-d
     res = runner.invoke(main, ["data", "preview", "synthetic", "--n-tiles", "20",
                                "--tile-size", "32", "--out", str(out), "--rgb", "1,2"])
     assert res.exit_code == 2 and "--rgb" in res.output
+
+
+def test_named_variants() -> None:
+    clear = open_source(DataConfig(source="synthetic:clear", n_tiles=20, tile_size=32))
+    assert clear.name == "synthetic:clear"
+    assert clear.spec.params.p_cloud == 0.0
+    cloudy = open_source(DataConfig(source="synthetic:cloudy", n_tiles=20, tile_size=32))
+    assert cloudy.spec.key() != clear.spec.key()
+    with pytest.raises(DataError, match="unknown variant"):
+        open_source(DataConfig(source="synthetic:foggy"))

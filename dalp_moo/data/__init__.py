@@ -1,7 +1,8 @@
 """Data sources for segmentation: the embedded generator and loaders for local data sets.
 
 ``open_source(cfg)`` turns ``DataConfig.source`` into a :class:`SegmentationSource`:
-``synthetic`` (embedded procedural raw-DN maritime scenes), and loaders registered in
+``synthetic`` (embedded procedural raw-DN maritime scenes; ``synthetic:VARIANT`` for the named
+variants in ``VARIANTS``: cloudy, hard, clear), and loaders registered in
 ``LOADERS`` by prefix (``airbus:PATH``, ``folder:PATH``). ``normalization_params`` gives the
 per-band (shift, scale) of the model's input normalisation; ``open_chip_source`` the chip
 classification set.
@@ -18,7 +19,7 @@ from dalp_moo.data.loaders import AirbusSource, FolderSource, open_airbus, open_
 from dalp_moo.data.normalization import normalization_params
 from dalp_moo.data.rle import rle_decode, rle_encode
 from dalp_moo.data.scene import GeneratorParams
-from dalp_moo.data.synthetic import SyntheticSource, SyntheticSpec
+from dalp_moo.data.synthetic import VARIANTS, SyntheticSource, SyntheticSpec, variant_params
 from dalp_moo.errors import DataError
 
 #: loaders for ``PREFIX:PATH`` sources: prefix -> factory(path, cfg)
@@ -30,13 +31,14 @@ LOADERS: dict[str, Callable[[str, DataConfig], SegmentationSource]] = {
 
 def open_source(cfg: DataConfig) -> SegmentationSource:
     """Open the data source named by ``cfg.source``."""
-    if cfg.source == "synthetic":
-        spec = SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed)
-        return SyntheticSource(spec, cache_dir=cfg.cache_dir)
     prefix, _, path = cfg.source.partition(":")
+    if prefix == "synthetic":
+        params = variant_params(path or "default")
+        spec = SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed, params)
+        return SyntheticSource(spec, cache_dir=cfg.cache_dir, name=cfg.source)
     if prefix in LOADERS and path:
         return LOADERS[prefix](path, cfg)
-    known = ", ".join(["synthetic"] + [f"{p}:PATH" for p in sorted(LOADERS)])
+    known = ", ".join(["synthetic", "synthetic:VARIANT"] + [f"{p}:PATH" for p in sorted(LOADERS)])
     raise DataError(f"data source {cfg.source!r}: unknown (use one of {known})")
 
 
@@ -44,5 +46,5 @@ __all__ = [
     "SPLITS", "ArrayDataset", "BandStats", "SegmentationSource", "compute_band_stats",
     "LOADERS", "open_source", "normalization_params", "SyntheticSource", "SyntheticSpec",
     "GeneratorParams", "AirbusSource", "FolderSource", "ChipSource", "CHIP_CLASSES",
-    "open_chip_source", "rle_decode", "rle_encode",
+    "open_chip_source", "rle_decode", "rle_encode", "VARIANTS", "variant_params",
 ]

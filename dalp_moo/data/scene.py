@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: increase whenever the rendered output for the same parameters changes (cache key)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DN_MAX = 4095
 
 #: Sentinel-2 band order used for ``bands = n``: the first n of these (centre wavelength, nm)
@@ -58,22 +58,24 @@ class GeneratorParams:
     Densities are per 64x64 px of area and scale with the tile area.
     """
 
-    p_empty: float = 0.3  #: probability that a tile holds no free-floating vessels
-    vessel_density: tuple[float, float] = (0.3, 2.2)  #: range of the mean free vessels per 64x64
+    p_empty: float = 0.25  #: probability that a tile holds no free-floating vessels
+    vessel_density: tuple[float, float] = (0.5, 2.6)  #: range of the mean free vessels per 64x64
     length_px: tuple[float, float] = (3.0, 60.0)  #: vessel length range (px)
     length_skew: float = 1.5  #: >1 favours short vessels (exponent on a log-uniform draw)
-    p_dark_hull: float = 0.2  #: share of dark hulls (darker than the sea in the visible)
-    p_rust_hull: float = 0.2  #: share of rust/red hulls (bright only in red and NIR)
+    p_dark_hull: float = 0.1  #: share of dark hulls (darker than the sea in the visible)
+    p_rust_hull: float = 0.15  #: share of rust/red hulls (bright only in red and NIR)
     p_moving: float = 0.6  #: share of vessels with a wake
+    wake_strength: float = 0.35  #: foam cover of the wake next to the stern (0..1)
     p_convoy: float = 0.06  #: probability of a convoy (3..5 vessels in line)
     p_harbour: float = 0.5  #: probability of a harbour cluster when the tile has a coastline
     p_land: float = 0.3  #: probability of a coastline / land in the tile
-    p_cloud: float = 0.35  #: probability of a cloud field (thick cores near saturation)
-    p_glint: float = 0.25  #: probability of strong sun glint
-    p_haze: float = 0.4  #: probability of haze
-    rocks_density: float = 0.5  #: mean rocks / islets per 64x64 (hard negatives)
-    sparkle_density: float = 1.5  #: mean glint sparkles per 64x64 (hard negatives)
-    small_cloud_density: float = 0.4  #: mean small cumulus puffs per 64x64 (hard negatives)
+    p_cloud: float = 0.04  #: probability of a cloud field (thick cores near saturation)
+    cloud_cover: tuple[float, float] = (0.05, 0.4)  #: range of the cloud-field cover fraction
+    p_glint: float = 0.15  #: probability of strong sun glint
+    p_haze: float = 0.3  #: probability of haze
+    rocks_density: float = 0.3  #: mean rocks / islets per 64x64 (hard negatives)
+    sparkle_density: float = 0.7  #: mean glint sparkles per 64x64 (hard negatives)
+    small_cloud_density: float = 0.2  #: mean small cumulus puffs per 64x64 (hard negatives)
     misregistration_px: int = 2  #: largest band-to-band shift (px)
     read_noise_dn: float = 6.0  #: read noise standard deviation (DN)
     shot_noise: float = 0.25  #: shot-noise variance per DN of signal (DN)
@@ -203,7 +205,8 @@ def _local_frame(v: Vessel, win: tuple[slice, slice]) -> tuple[np.ndarray, np.nd
     return xx * c + yy * s, -xx * s + yy * c
 
 
-def draw_vessel(refl: np.ndarray, mask: np.ndarray, v: Vessel, spec: dict[str, np.ndarray]) -> None:
+def draw_vessel(refl: np.ndarray, mask: np.ndarray, v: Vessel, spec: dict[str, np.ndarray],
+                wake_strength: float = 0.55) -> None:
     """Render hull (and wake) into ``refl`` ``[B,S,S]``; set hull pixels in ``mask`` ``[S,S]``.
 
     A pixel is in the mask when its centre lies inside the hull outline; the image mixes hull
@@ -222,7 +225,7 @@ def draw_vessel(refl: np.ndarray, mask: np.ndarray, v: Vessel, spec: dict[str, n
             decay = max(3.0, v.length * v.wake / 2.5)
             centre = np.exp(-s / decay) * np.exp(-(w / (0.5 * v.width + 0.08 * s + 0.5)) ** 2)
             arms = 0.5 * np.exp(-s / decay) * np.exp(-((np.abs(w) - 0.36 * s) / 1.2) ** 2)
-            strength = np.where(behind > 0, 0.55 * v.brightness * (centre + arms), 0.0)
+            strength = np.where(behind > 0, wake_strength * v.brightness * (centre + arms), 0.0)
             a = np.clip(strength, 0, 0.9)
             region = refl[:, win[0], win[1]]
             refl[:, win[0], win[1]] = region * (1 - a) + spec["foam"][:, None, None] * a
@@ -405,7 +408,7 @@ def render_scene(rng: np.random.Generator, size: int, bands: int, p: GeneratorPa
         iy, ix = int(np.clip(v.cy, 0, S - 1)), int(np.clip(v.cx, 0, S - 1))
         if land[iy, ix]:
             continue  # a hull centred on land is dropped
-        draw_vessel(refl, mask, v, spec)
+        draw_vessel(refl, mask, v, spec, p.wake_strength)
     mask &= sea_px
     # ---- point spread function (optics): light blur of the surface
     refl = 0.5 * refl + 0.5 * box_blur(refl, 1)
@@ -414,7 +417,7 @@ def render_scene(rng: np.random.Generator, size: int, bands: int, p: GeneratorPa
     opacity = np.zeros((S, S))
     if has_cloud:
         field = fractal(rng, S, 2.5, 4)
-        cover = rng.uniform(0.5, 0.95) if controls.cloud else rng.uniform(0.05, 0.8)
+        cover = rng.uniform(0.5, 0.95) if controls.cloud else rng.uniform(*p.cloud_cover)
         thr = np.quantile(field, 1 - cover)
         opacity = np.clip((field - thr) * rng.uniform(3, 10), 0, 1)
     if controls.negatives:
@@ -425,8 +428,12 @@ def render_scene(rng: np.random.Generator, size: int, bands: int, p: GeneratorPa
                 continue
             ly = np.arange(win[0].start, win[0].stop)[:, None] - cy
             lx = np.arange(win[1].start, win[1].stop)[None, :] - cx
-            puff = rng.uniform(0.5, 1.0) * np.exp(-(ly**2 + lx**2) / (2 * r * r))
-            opacity[win] = np.maximum(opacity[win], puff)
+            puff = np.zeros((ly.shape[0], lx.shape[1]))
+            for _ in range(int(rng.integers(2, 5))):  # a few lumps make an irregular cumulus
+                oy, ox = rng.normal(0, 0.6 * r, 2)
+                rr = r * rng.uniform(0.5, 1.0)
+                puff = np.maximum(puff, np.exp(-((ly - oy) ** 2 + (lx - ox) ** 2) / (2 * rr * rr)))
+            opacity[win] = np.maximum(opacity[win], np.clip(puff * rng.uniform(0.6, 1.4), 0, 1))
     if opacity.any():
         sdy, sdx = (int(v) for v in rng.integers(-int(8 * scale) - 1, int(8 * scale) + 2, 2))
         shadow = _shift(opacity, sdy, sdx)

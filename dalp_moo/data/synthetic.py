@@ -38,7 +38,7 @@ from dalp_moo.log import logger
 
 __all__ = [
     "DN_MAX", "GeneratorParams", "SyntheticSpec", "SyntheticSource", "generate_tiles",
-    "split_bounds", "make_tile", "PARALLEL_MIN_PIXELS",
+    "split_bounds", "make_tile", "PARALLEL_MIN_PIXELS", "VARIANTS", "variant_params",
 ]
 
 #: generate in parallel processes when n_tiles * tile_size**2 reaches this many pixels
@@ -60,6 +60,29 @@ class SyntheticSpec:
         """Cache key: hash of every generator input and the generator version (16 hex chars)."""
         payload = {"version": GENERATOR_VERSION, **dataclasses.asdict(self)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: named generator variants for ``data.source = "synthetic:NAME"`` (``synthetic`` = default)
+VARIANTS: dict[str, GeneratorParams] = {
+    "default": GeneratorParams(),
+    # frequent large cloud fields near saturation (much harder to learn; FP16 overflow stress)
+    "cloudy": GeneratorParams(p_cloud=0.35, cloud_cover=(0.05, 0.6), small_cloud_density=0.4),
+    # every hard case more often: clouds, glint, haze, dark hulls, wakes, hard negatives
+    "hard": GeneratorParams(p_cloud=0.3, cloud_cover=(0.05, 0.6), p_glint=0.25, p_haze=0.4,
+                            p_dark_hull=0.2, p_rust_hull=0.2, wake_strength=0.55,
+                            sparkle_density=1.5, rocks_density=0.5, small_cloud_density=0.4),
+    # vessels on calm open sea only: no clouds, glint, haze, land, wakes or hard negatives
+    "clear": GeneratorParams(p_cloud=0.0, p_glint=0.0, p_haze=0.0, p_land=0.0, p_moving=0.0,
+                             sparkle_density=0.0, rocks_density=0.0, small_cloud_density=0.0),
+}
+
+
+def variant_params(name: str) -> GeneratorParams:
+    """Generator parameters of a named variant (see :data:`VARIANTS`)."""
+    if name not in VARIANTS:
+        raise DataError(f"data source 'synthetic:{name}': unknown variant (use one of "
+                        f"{', '.join(sorted(VARIANTS))})")
+    return VARIANTS[name]
 
 
 def split_bounds(n: int) -> dict[str, tuple[int, int]]:
@@ -170,9 +193,9 @@ class SyntheticSource:
     """The embedded default data set (a :class:`~dalp_moo.data.base.SegmentationSource`),
     split 70/15/15. Images are raw DN (float32, integers 0..4095)."""
 
-    def __init__(self, spec: SyntheticSpec, cache_dir: str = "") -> None:
+    def __init__(self, spec: SyntheticSpec, cache_dir: str = "", name: str = "synthetic") -> None:
         self.spec = spec
-        self.name = "synthetic"
+        self.name = name
         self.bands = spec.bands
         self.band_names, _ = band_info(spec.bands)
         images, masks = _generate(spec, cache_dir)
