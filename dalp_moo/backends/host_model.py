@@ -10,8 +10,11 @@ stand-alone transcendental activations, mega-elements. The latency is
     latency_ms = intercept_ms + sum_f coef_f * feature_f
 
 with non-negative coefficients fitted by relative least squares (NNLS on rows scaled by
-1 / measured) on measured networks (see ``benchmarks/latency_fidelity.py``). Coefficients are
-stored per host and thread count as JSON in ``dalp_moo/backends/calibration/``.
+1 / measured) on measured networks (see ``benchmarks/latency_fidelity.py``; the shipped
+calibration was measured with one inference thread and ``clock="cpu"``, i.e. it predicts the
+latency of an uncontended core). Coefficients are stored per host and thread count as JSON in
+``dalp_moo/backends/calibration/``; a calibration made on another CPU model is used with a
+warning (refit with the benchmark).
 """
 
 from __future__ import annotations
