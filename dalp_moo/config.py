@@ -116,9 +116,15 @@ class BackendConfig:
     name: str = "analytic"  #: registered backend name (see ``dalp_moo.backends.available()``)
     device: str = "CPU"  #: device for backends that have several (OpenVINO device name)
     latency_budget_ms: float = 0.0  #: optional constraint latency <= budget (ms, 0 = none)
+    export_ir: bool = True  #: write OpenVINO IR (FP16 weights) of the front's candidates at the end
+    #: backend-specific options, e.g. ``{latency = "model"}`` for openvino, ``{streams = 1}`` for myriadx
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "backend.name", "must not be empty")
+        for key, value in self.options.items():
+            _check(isinstance(value, (str, int, float, bool)), f"backend.options.{key}",
+                   f"must be a string, number or boolean, got {type(value).__name__}")
         _check(self.latency_budget_ms >= 0, "backend.latency_budget_ms", "must be >= 0")
 
 
@@ -205,7 +211,8 @@ def _unknown(key: str, known: list[str], where: str) -> ConfigError:
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``typ``; ints are accepted for floats."""
     if isinstance(typ, str):
-        typ = eval(typ, {"float": float, "int": int, "str": str, "bool": bool})  # noqa: S307
+        typ = eval(typ, {"float": float, "int": int, "str": str, "bool": bool, "dict": dict,  # noqa: S307
+                         "Any": Any})
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(typ):
@@ -220,6 +227,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         return None
     if typ in (int, float, str, bool) and (type(value) is typ):
         return value
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
     name = getattr(typ, "__name__", str(typ))
     raise ConfigError(f"config value {key}: expected {name}, got {type(value).__name__} {value!r}")
 
@@ -329,6 +338,10 @@ def to_toml(cfg: RunConfig) -> str:
             continue
         lines.append(f"[{section}]")
         for key, value in content.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if isinstance(value, dict):
+                inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{{inner}}}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
     return "\n".join(lines)

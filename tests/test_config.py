@@ -78,3 +78,21 @@ def test_evaluation_hash_ignores_search_size():
     b = load_config("smoke", overrides=[{"search": {"population": 8}}])
     c = load_config("smoke", overrides=[{"train": {"epochs": 3}}])
     assert a.evaluation_hash() == b.evaluation_hash() != c.evaluation_hash()
+
+
+def test_backend_options_table(tmp_path):
+    cfg = load_config("smoke", overrides=[{"backend": {"name": "openvino", "options": {"latency": "model", "runs": 5}}}])
+    assert cfg.backend.options == {"latency": "model", "runs": 5}
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(path=path) == cfg
+    with pytest.raises(ConfigError, match="backend.options.x"):
+        build_config({"backend": {"options": {"x": [1, 2]}}})
+
+
+def test_unknown_backend_option_is_one_line():
+    from dalp_moo import backends
+    from dalp_moo.errors import BackendError
+
+    with pytest.raises(BackendError, match="has no option 'latencyy'"):
+        backends.get("openvino", latencyy="model")

@@ -39,6 +39,9 @@ def test_smoke_search_writes_run_folder(tmp_path):
     assert summary["hypervolume"] > 0
     assert summary["emulated"] is True  # the analytic backend is not real hardware
     assert (folder / "pareto.png").stat().st_size > 5000
+    front_ids = set(pd.read_csv(folder / "pareto.csv").arch_id)
+    assert {p.stem for p in (folder / "ir").glob("*.xml")} == front_ids  # FP16 IR of the front
+    assert summary["ir_exported"] == len(front_ids)
 
 
 def test_same_seed_same_results(tmp_path):

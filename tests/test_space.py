@@ -93,3 +93,16 @@ def test_small_cap_repair_drops_units():
     r = repair(space, x, 4)
     assert count_params(space.decode(r), 4) <= 8000
     assert space.n_units(r) < 5
+
+
+def test_input_norm_identity_follows_loaded_buffers(space):
+    from dalp_moo.model import InputNorm
+
+    arch = space.decode(np.zeros(space.n_var, dtype=int))
+    scaled = build_model(arch, 4, 2, InputNorm([0.0] * 4, [0.5] * 4))
+    raw = build_model(arch, 4, 2)
+    assert raw.norm.identity and not scaled.norm.identity
+    raw.load_state_dict(scaled.state_dict())
+    assert not raw.norm.identity
+    x = torch.rand(1, 4, 32, 32) * 100
+    torch.testing.assert_close(raw.eval()(x), scaled.eval()(x))

@@ -1,13 +1,12 @@
 """``analytic``: the test backend. FP16 numerics emulated on the host, latency from a MAC model.
 
 Fast and dependency-free, for tests and quick searches. Its latency is a simple model
-(``overhead_ms + MACs / throughput``), not a measurement of any device; its numerics are torch's
-IEEE float16 execution of the model on the host.
+(``overhead_ms + MACs / throughput``), not a measurement of any device; its numerics are the
+requested profile's emulation (:func:`dalp_moo.precision.deploy_fp16`).
 """
 
 from __future__ import annotations
 
-import copy
 
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ class _AnalyticDeployment(Deployment):
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(batch.to(torch.float16)).float()
+            return self.model(batch.float()).float()
 
     def latency(self) -> LatencyReport:
         return self._report
@@ -37,9 +36,8 @@ class AnalyticBackend(Backend):
     name = "analytic"
     version = "1"
 
-    def __init__(self, device: str = "CPU", gmacs_per_s: float = 20.0, overhead_ms: float = 0.5,
-                 **options) -> None:
-        super().__init__(device=device, **options)
+    def __init__(self, device: str = "CPU", gmacs_per_s: float = 20.0, overhead_ms: float = 0.5) -> None:
+        super().__init__(device=device)
         self.gmacs_per_s = gmacs_per_s
         self.overhead_ms = overhead_ms
 
@@ -60,5 +58,7 @@ class AnalyticBackend(Backend):
         return self._report(model, input_shape).latency_ms
 
     def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "ieee") -> Deployment:
-        deployed = copy.deepcopy(model).cpu().eval().half()
+        from dalp_moo.precision import deploy_fp16
+
+        deployed = deploy_fp16(model.cpu().eval(), profile=profile)
         return _AnalyticDeployment(deployed, self._report(model, input_shape))

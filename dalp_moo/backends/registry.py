@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any
 
 from dalp_moo.backends.base import Backend
@@ -34,4 +35,14 @@ def get(name: str, **options: Any) -> Backend:
         raise BackendError(
             f"unknown backend {name!r}{hint}; available: {', '.join(sorted(_REGISTRY))}"
         )
-    return _REGISTRY[name](**options)
+    cls = _REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters.values()
+    known = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    validates_itself = any(p.kind == p.VAR_KEYWORD for p in params)  # e.g. myriadx model parameters
+    unknown = sorted(set(options) - set(known))
+    if unknown and not validates_itself:
+        raise BackendError(f"backend {name!r} has no option {unknown[0]!r} (options: {', '.join(known)})")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"backend {name!r}: {str(exc).splitlines()[0]}") from exc

@@ -53,7 +53,7 @@ class Evaluator:
         image, _ = self.val_set[0]
         self.input_shape = (1, *tuple(image.shape))
         self.norm = normalization_params(cfg.data, self.source.band_stats())
-        self.backend = backends.get(cfg.backend.name, device=cfg.backend.device)
+        self.backend = backends.get(cfg.backend.name, device=cfg.backend.device, **cfg.backend.options)
         self.backend_info = self.backend.info()
         self.device = resolve_device(cfg.train.device)
         self.config_hash = cfg.evaluation_hash()
@@ -82,6 +82,12 @@ class Evaluator:
             return EvalRecord(status=STATUS_INFEASIBLE, reason=f"{params} parameters > cap {cfg.space.param_cap}",
                               **base), None
         _, model = self.build(genome)
+        if cfg.backend.latency_budget_ms > 0:  # skip training candidates that cannot meet the budget
+            estimate = self.backend.estimate_latency_ms(model, self.input_shape)
+            if estimate > cfg.backend.latency_budget_ms:
+                return EvalRecord(status=STATUS_INFEASIBLE, latency_ms=estimate, latency_method="estimated",
+                                  reason=f"estimated latency {estimate:.3f} ms > budget {cfg.backend.latency_budget_ms} ms",
+                                  **base), None
         if cfg.train.max_memory_mb > 0:
             need = estimate_training_memory_mb(model, self.input_shape, cfg.train.batch_size)
             if need > cfg.train.max_memory_mb:
@@ -97,6 +103,12 @@ class Evaluator:
             measures, deployment, deployed_score, test, finetune_s = self._regimes(model, seed, deadline, arch.arch_id)
             latency = deployment.latency()
             diagnostics = self._diagnostics(model) if cfg.train.regime != "fp32" else None
+            extra: dict[str, Any] = {"fp16": diagnostics["summary"]} if diagnostics else {}
+            if "input_rescale_k" in measures:
+                extra["input_rescale_k"] = measures.pop("input_rescale_k")
+            if getattr(deployment, "conversion_error", None) is not None:
+                extra["conversion_error"] = float(deployment.conversion_error)
+                extra["conversion_ok"] = bool(deployment.conversion_ok)
             eval_time = time.perf_counter() - t0 - train_time - finetune_s
         record = EvalRecord(
             **base,
@@ -113,7 +125,7 @@ class Evaluator:
             train_time_s=train_time + finetune_s,
             eval_time_s=eval_time,
             step_ms=result.step_ms,
-            extra={"fp16": diagnostics["summary"]} if diagnostics else {},
+            extra=extra,
         )
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return record, {"weights": weights, "diagnostics": diagnostics}
@@ -138,8 +150,11 @@ class Evaluator:
         finetune_s = 0.0
         if cfg.train.regime == "dalp" and cfg.train.finetune_epochs > 0:
             from dalp_moo.precision import aligned_context
+            from dalp_moo.precision.headroom import rescale_input_for_headroom
 
             t0 = time.perf_counter()
+            calibration = torch.stack([self.train_set[i][0] for i in range(min(16, len(self.train_set)))])
+            measures["input_rescale_k"] = rescale_input_for_headroom(model, calibration, cfg.train.profile)
             train_model(model, self.train_set, self.val_set, cfg.train, seed=seed + 1, device=self.device,
                         epochs=cfg.train.finetune_epochs, lr=cfg.train.finetune_lr,
                         forward_context=aligned_context(model, cfg.train.profile), deadline=deadline,

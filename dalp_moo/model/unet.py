@@ -24,7 +24,15 @@ class InputNorm(nn.Module):
         super().__init__()
         self.register_buffer("shift", torch.tensor(list(shift), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("scale", torch.tensor(list(scale), dtype=torch.float32).view(1, -1, 1, 1))
-        self.identity = bool(all(s == 0 for s in shift) and all(s == 1 for s in scale))
+        self.identity = bool(all(v == 0 for v in shift) and all(v == 1 for v in scale))
+
+    def _refresh(self) -> None:
+        if self.shift.device.type != "meta":
+            self.identity = bool((self.shift == 0).all() and (self.scale == 1).all())
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+        self._refresh()  # loaded buffers (e.g. after input rescaling) decide identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity:

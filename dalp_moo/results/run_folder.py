@@ -10,6 +10,9 @@ Layout::
     pareto.csv        the Pareto front (feasible, non-dominated)
     pareto.png        scatter of the front
     summary.json      front size, best mIoU, hypervolume, counts, timing
+    weights/          trained weights per candidate (<arch_id>.pt, loaded with weights_only)
+    diagnostics/      per-layer FP16 diagnostics per candidate (<arch_id>.json)
+    ir/               OpenVINO IR (FP16 weights) of the front's candidates
 """
 
 from __future__ import annotations

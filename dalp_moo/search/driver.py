@@ -107,6 +107,10 @@ def summarise(cfg: RunConfig, records: list[EvalRecord], elapsed_s: float) -> tu
 def _finish(folder: RunFolder, cfg: RunConfig, elapsed_s: float) -> SearchOutcome:
     records = folder.records()
     front, summary = summarise(cfg, records, elapsed_s)
+    if cfg.backend.export_ir and front:
+        from dalp_moo.results.export import export_front_ir
+
+        summary["ir_exported"] = len(export_front_ir(folder.path, cfg, front))
     folder.write_tables(records, front)
     plot_front(records, front, folder.plot_path,
                title=f"{cfg.search.algorithm} on {cfg.data.source}, backend {cfg.backend.name}")
