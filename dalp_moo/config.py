@@ -83,7 +83,7 @@ class TrainConfig:
     focal_alpha: float = 1.0
     focal_gamma: float = 2.0
     patience: int = 3  #: early stopping on validation loss (epochs without improvement)
-    regime: str = "ptq"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
+    regime: str = "dalp"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
     finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
     finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
     profile: str = "myriadx"  #: deployment numerics profile ('ieee' or 'myriadx')
@@ -113,7 +113,7 @@ class TrainConfig:
 class BackendConfig:
     """Deployment backend that measures on-device accuracy and latency."""
 
-    name: str = "analytic"  #: registered backend name (see ``dalp_moo.backends.available()``)
+    name: str = "myriadx"  #: registered backend name (see ``dalp_moo.backends.available()``)
     device: str = "CPU"  #: device for backends that have several (OpenVINO device name)
     latency_budget_ms: float = 0.0  #: optional constraint latency <= budget (ms, 0 = none)
     export_ir: bool = True  #: write OpenVINO IR (FP16 weights) of the front's candidates at the end

@@ -16,7 +16,7 @@ def tiny_config(**sections: dict) -> RunConfig:
     base = {
         "search": {"population": 4, "generations": 2},
         "data": {"n_tiles": 24, "tile_size": 32},
-        "train": {"epochs": 1, "finetune_epochs": 1, "threads": 1},
+        "train": {"epochs": 1, "finetune_epochs": 1, "threads": 1, "regime": "ptq"},
         "backend": {"name": "analytic"},
     }
     for name, values in sections.items():
