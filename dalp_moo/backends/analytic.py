@@ -7,26 +7,11 @@ requested profile's emulation (:func:`dalp_moo.precision.deploy_fp16`).
 
 from __future__ import annotations
 
-
-import torch
 from torch import nn
 
-from dalp_moo.backends.base import Backend, BackendInfo, Deployment, LatencyReport
+from dalp_moo.backends.base import Backend, BackendInfo, Deployment, EmulatedDeployment, LatencyReport
 from dalp_moo.backends.graph import trace_layers
 from dalp_moo.backends.registry import register
-
-
-class _AnalyticDeployment(Deployment):
-    def __init__(self, model: nn.Module, report: LatencyReport) -> None:
-        self.model = model
-        self._report = report
-
-    def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model(batch.float()).float()
-
-    def latency(self) -> LatencyReport:
-        return self._report
 
 
 @register
@@ -61,4 +46,4 @@ class AnalyticBackend(Backend):
         from dalp_moo.precision import deploy_fp16
 
         deployed = deploy_fp16(model.cpu().eval(), profile=profile)
-        return _AnalyticDeployment(deployed, self._report(model, input_shape))
+        return EmulatedDeployment(deployed, self._report(model, input_shape))

@@ -56,6 +56,22 @@ class Deployment(abc.ABC):
         """Latency (and energy) of one batch-1 inference on the target."""
 
 
+class EmulatedDeployment(Deployment):
+    """A deployment computed on the host by an emulation module (e.g. ``deploy_fp16``) with a
+    latency report from a model of the target."""
+
+    def __init__(self, model: nn.Module, report: LatencyReport) -> None:
+        self.model = model
+        self._report = report
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(batch.float()).float()
+
+    def latency(self) -> LatencyReport:
+        return self._report
+
+
 class Backend(abc.ABC):
     """A named, versioned deployment target. Subclasses register with ``@register``."""
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalp_moo.backends.base import Backend, BackendInfo, Deployment, LatencyReport
+from dalp_moo.backends.base import Backend, BackendInfo, Deployment, EmulatedDeployment, LatencyReport
 from dalp_moo.backends.graph import Graph, Op, trace_graph
 from dalp_moo.backends.registry import register
 from dalp_moo.errors import BackendError
@@ -322,19 +322,6 @@ def real_device_present() -> bool:
         return False
 
 
-class _EmulatedDeployment(Deployment):
-    def __init__(self, deployed: nn.Module, report: LatencyReport) -> None:
-        self.model = deployed
-        self._report = report
-
-    def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model(batch.float()).float()
-
-    def latency(self) -> LatencyReport:
-        return self._report
-
-
 def _warn_emulated() -> None:
     global _warned_emulated
     if not _warned_emulated:
@@ -395,7 +382,7 @@ class MyriadXBackend(Backend):
         gen = torch.Generator().manual_seed(0)
         example = torch.rand(tuple(input_shape), generator=gen)
         deployed = deploy_fp16(model, profile=profile, example_input=example)
-        return _EmulatedDeployment(deployed, self.model.predict_model(model, input_shape))
+        return EmulatedDeployment(deployed, self.model.predict_model(model, input_shape))
 
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Emulated batch-1 latency (ms) from the analytical chip model."""
