@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from dalp_moo.config import RunConfig
-from dalp_moo.evaluation.evaluator import evaluate_task
 from dalp_moo.evaluation.artifacts import ArtifactStore
+from dalp_moo.evaluation.evaluator import evaluate_task
 from dalp_moo.evaluation.journal import Journal
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.space import SearchSpace

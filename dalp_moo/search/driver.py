@@ -19,10 +19,10 @@ from typing import Any
 from dalp_moo import __version__
 from dalp_moo.config import RunConfig, resolve_write_path
 from dalp_moo.errors import RunFolderError
-from dalp_moo.evaluation.evaluator import get_evaluator
-from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.evaluation.artifacts import ArtifactStore
+from dalp_moo.evaluation.evaluator import get_evaluator
 from dalp_moo.evaluation.journal import Journal
+from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.evaluation.service import EvaluationService, Executor, Progress, SerialExecutor
 from dalp_moo.log import logger
 from dalp_moo.results.pareto import feasible, hypervolume, normalisation, pareto_front, plot_front
