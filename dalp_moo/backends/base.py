@@ -77,6 +77,8 @@ class Backend(abc.ABC):
 
     name: str = ""
     version: str = "0"
+    #: options accepted through ``**options`` besides the constructor's named parameters
+    extra_options: tuple[str, ...] = ()
 
     def __init__(self, device: str = "CPU", **options: Any) -> None:
         self.device = device

@@ -36,6 +36,8 @@ Emulator (every output labelled emulated):
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -339,6 +341,7 @@ class MyriadXBackend(Backend):
 
     name = "myriadx"
     version = "1"
+    extra_options = tuple(f.name for f in dataclasses.fields(MyriadXParams))
 
     def __init__(self, device: str = "MYRIAD", emulate: bool | None = None, runs: int = 50,
                  warmup: int = 10, **options: Any) -> None:

@@ -38,9 +38,9 @@ def get(name: str, **options: Any) -> Backend:
     cls = _REGISTRY[name]
     params = inspect.signature(cls.__init__).parameters.values()
     known = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    validates_itself = any(p.kind == p.VAR_KEYWORD for p in params)  # e.g. myriadx model parameters
+    known += list(cls.extra_options)
     unknown = sorted(set(options) - set(known))
-    if unknown and not validates_itself:
+    if unknown:
         raise BackendError(f"backend {name!r} has no option {unknown[0]!r} (options: {', '.join(known)})")
     try:
         return cls(**options)
