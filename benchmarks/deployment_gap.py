@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import time
@@ -307,6 +308,37 @@ def _f(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3f}"
 
 
+def retime(args: argparse.Namespace, archs: list, space: SearchSpace, source: Any, splits: tuple, norm: tuple,
+           cfg: TrainConfig, profile: NumericsProfile) -> None:
+    """Re-measure the per-architecture step-time ratio (after 1 FP32 epoch and the input rescaling)
+    and replace the timing keys of the JSON at ``args.out`` (the first measurement is kept under
+    ``step_timing_first_pass``)."""
+    out = Path(args.out)
+    summary = json.loads(out.read_text())
+    calib = torch.stack([splits[0][i][0] for i in range(min(16, len(splits[0])))])
+    timings = []
+    for name, units in archs:
+        arch = space.decode(genome_of(space, units))
+        torch.manual_seed(0)
+        model = build_model(arch, source.bands, 2, InputNorm(*norm))
+        train_model(model, splits[0], splits[1], dataclasses.replace(cfg, epochs=1), seed=0,
+                    device=torch.device("cpu"))
+        rescale_input_for_headroom(model, calib, profile)
+        t = {"arch": name, "params": count_params(arch, source.bands, 2),
+             **step_time_ratio(model, splits[0], cfg, profile, steps=args.timing_steps)}
+        timings.append(t)
+        print(f"{name:<15} dalp/fp32 step {t['ratio_median']:.2f} ({t['dalp_step_ms']:.0f}/{t['fp32_step_ms']:.0f} ms)",
+              flush=True)
+    summary.setdefault("step_timing_first_pass", summary.get("step_timing_per_arch"))
+    summary["step_timing_per_arch"] = timings
+    summary["step_time_ratio"] = statistics.median(t["ratio_median"] for t in timings)
+    summary["step_timing_note"] = ("re-measured with --retime on models trained 1 FP32 epoch (seed 0) after the "
+                                   "input rescaling; the first pass (trained models) ran partly beside other jobs")
+    print(f"median dalp/fp32 step ratio: {summary['step_time_ratio']:.3f}")
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    print(f"updated {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     defaults = DataConfig()
@@ -323,6 +355,9 @@ def main() -> None:
     ap.add_argument("--timing-steps", type=int, default=15, help="interleaved step pairs per architecture")
     ap.add_argument("--no-rescaled-control", dest="rescaled_control", action="store_false",
                     help="skip the rescaling + plain FP32 fine-tuning control")
+    ap.add_argument("--retime", action="store_true",
+                    help="only re-measure the step times (models trained 1 FP32 epoch, seed 0) and update "
+                         "the timing keys of the existing --out JSON")
     ap.add_argument("--archs", default="", help="comma-separated subset of architecture names")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "deployment_gap.json"))
     args = ap.parse_args()
@@ -341,6 +376,9 @@ def main() -> None:
                       finetune_lr=args.finetune_lr, profile=args.profile, device="cpu")
     space = SearchSpace(SpaceConfig())
     profile = get_profile(args.profile)
+    if args.retime:
+        retime(args, archs, space, source, splits, norm, cfg, profile)
+        return
     settings = {"source": data_cfg.source, "tiles": args.tiles, "tile_size": args.tile_size, "bands": source.bands,
                 "normalization": data_cfg.normalization, "epochs": args.epochs, "patience": cfg.patience,
                 "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,
