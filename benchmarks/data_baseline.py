@@ -3,6 +3,7 @@ vessel IoU and mIoU on the validation and test splits (the data must be learnabl
 trivially easy; the paper's FP32 mIoU is 0.85).
 
     python benchmarks/data_baseline.py [--epochs 10] [--n-tiles 600] [--tile-size 64]
+        [--source synthetic:clear] [--only N] [--out FILE]
 
 Prints a table and writes benchmarks/results/data_baseline.json.
 """
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--n-tiles", type=int, default=600)
     ap.add_argument("--tile-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--source", default="synthetic", help="data.source (e.g. synthetic:clear)")
     ap.add_argument("--only", type=int, default=-1, help="run only baseline number N")
     ap.add_argument("--out", default="benchmarks/results/data_baseline.json")
     args = ap.parse_args()
@@ -58,8 +60,8 @@ def main() -> None:
     for k, (label, block, coeff, kernel, units, norm) in enumerate(BASELINES):
         if args.only >= 0 and k != args.only:
             continue
-        dcfg = DataConfig(n_tiles=args.n_tiles, tile_size=args.tile_size, seed=args.seed,
-                          normalization=norm)
+        dcfg = DataConfig(source=args.source, n_tiles=args.n_tiles, tile_size=args.tile_size,
+                          seed=args.seed, normalization=norm)
         source = open_source(dcfg)
         tcfg = TrainConfig(epochs=args.epochs, regime="fp32", patience=3)
         arch = space.decode(genome_for(space, block, coeff, kernel, units))
@@ -83,8 +85,9 @@ def main() -> None:
               f"val mIoU {r['val_miou']:.3f} vessel {r['val_vessel_iou']:.3f}  "
               f"test mIoU {r['test_miou']:.3f} vessel {r['test_vessel_iou']:.3f}  "
               f"({r['train_s']:.0f} s)", flush=True)
-    out = {"data": {"n_tiles": args.n_tiles, "tile_size": args.tile_size, "seed": args.seed,
-                    "describe": open_source(DataConfig(n_tiles=args.n_tiles,
+    out = {"data": {"source": args.source, "n_tiles": args.n_tiles, "tile_size": args.tile_size, "seed": args.seed,
+                    "describe": open_source(DataConfig(source=args.source,
+                                                       n_tiles=args.n_tiles,
                                                        tile_size=args.tile_size,
                                                        seed=args.seed)).describe()},
            "epochs": args.epochs, "rows": rows, "torch": torch.__version__}
