@@ -271,3 +271,101 @@ def test_input_conversion_switch() -> None:
     x = torch.tensor([[2049.0, 4095.0]])
     assert deploy_fp16(model, "ieee")(x).tolist() == [[0.0, 2048.0]]
     assert deploy_fp16(model, "ieee", input_fp16=False)(x).tolist() == [[1.0, 2047.0]]
+
+
+# --- fast-path helpers of the training forward ---------------------------------------------
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def test_in_place_rounding_matches_straight_through_forward() -> None:
+    from dalp_moo.precision.numerics import HalfScratch, round_fp16_, ste_round_fp16
+
+    gen = torch.Generator().manual_seed(0)
+    scratch = HalfScratch()
+    taken = {True: 0, False: 0}
+    for trial in range(1500):
+        scale = 2.0 ** int(torch.randint(-14, 10, (), generator=gen))
+        mag = 10 ** float(torch.empty(()).uniform_(-9, 6, generator=gen))
+        x = torch.randn(int(torch.randint(1, 200, (), generator=gen)), generator=gen) * mag
+        edge = trial % 8
+        if edge == 1:
+            x[0] = 65519.0 / scale  # just below the scaled overflow threshold
+        elif edge == 2:
+            x[-1] = -65520.0 / scale  # overflows in the scaled domain
+        elif edge == 3:
+            x[0] = float("nan")
+        elif edge == 4:
+            x[0] = 1.25 * 2.0 ** -24 / min(scale, 1.0)  # double rounding of subnormals differs
+        elif edge == 5:
+            x[0] = 65504.0 + 8.0  # above 65504 but below the limit when scale < 1
+        elif edge == 6:
+            x[0] = -0.0
+        ref = ste_round_fp16(x, scale, False, 1.0)
+        y = x.clone()
+        ok = round_fp16_(y, scale, scratch if trial % 2 else None)
+        taken[ok] += 1
+        if ok:
+            assert torch.equal(_bits(y), _bits(ref)), (scale, x, y, ref)
+        else:  # overflow or NaN: untouched, the caller takes the general path
+            assert torch.equal(_bits(y), _bits(x))
+            assert bool(torch.isnan(x).any()) or float(x.abs().max()) >= 65520.0 / scale
+    assert min(taken.values()) > 100
+    assert round_fp16_(torch.zeros(0))
+
+
+def test_batched_exponent_stats_give_the_per_layer_shift() -> None:
+    from dalp_moo.precision.numerics import (
+        exponent_segments,
+        fp16_exponent_stats,
+        shift_from_exponent_stats,
+    )
+
+    gen = torch.Generator().manual_seed(1)
+    for trial in range(100):
+        lengths = torch.randint(0, 60, (int(torch.randint(1, 9, (), generator=gen)),),
+                                generator=gen).tolist()
+        parts = []
+        for n in lengths:
+            mag = [1e-6, 1e-3, 1.0, 3e4][int(torch.randint(0, 4, (), generator=gen))]
+            w = torch.randn(n, generator=gen) * mag
+            if n > 3 and trial % 2:
+                w[:3] = torch.tensor([0.0, -(2.0 ** -20), 65504.0])
+            parts.append(round_fp16(w.clamp(-65504, 65504)))
+        flat = torch.cat(parts)
+        stats = fp16_exponent_stats(flat, exponent_segments(lengths), len(lengths))
+        assert len(stats) == len(lengths)
+        for w, (count, total, max_exp, min_exp) in zip(parts, stats, strict=True):
+            e = fp16_exponents(w)
+            valid = e != -15
+            assert (count, total) == (int(valid.sum()), int((e * valid).sum()))
+            assert max_exp == (int(e[valid].max()) if count else -15)
+            nonzero = w[w != 0].abs()
+            assert min_exp == (int(torch.frexp(nonzero.min())[1]) - 1 if nonzero.numel() else 127)
+            for first in (False, True):
+                for kind in ("conv", "fc"):
+                    assert shift_from_exponent_stats(count, total, max_exp, kind, first) == \
+                        weights_analysis_shift(w, kind, first)
+
+
+def test_prepared_bias_exactness_rule() -> None:
+    from dalp_moo.precision.emulate import _PreparedLayer
+    from dalp_moo.precision.numerics import exponent_segments, fp16_exponent_stats, ste_round_fp16
+
+    gen = torch.Generator().manual_seed(2)
+    exact = 0
+    for trial in range(600):
+        mag = 10 ** float(torch.empty(()).uniform_(-7, 4.8, generator=gen))
+        b = round_fp16((torch.randn(int(torch.randint(1, 30, (), generator=gen)), generator=gen)
+                        * mag).clamp(-65504, 65504))
+        if trial % 4 == 0:
+            b[0] = 0.0
+        _, _, max_exp, min_exp = fp16_exponent_stats(b, exponent_segments([b.numel()]), 1)[0]
+        layer = _PreparedLayer(b, None, b, b, 0, max_exp, min_exp)
+        for shift in range(-20, 10):
+            if layer.bias_exact(shift):
+                exact += 1
+                ref = ste_round_fp16(b, 2.0 ** shift, False, 1.0)
+                assert torch.equal(_bits(ref), _bits(b)), (shift, b, ref)
+    assert exact > 5000

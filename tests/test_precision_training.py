@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dalp_moo.config import DataConfig, SpaceConfig, TrainConfig
@@ -206,3 +207,116 @@ def test_input_rescaling_removes_first_layer_overflow_and_keeps_fp32_function() 
     assert diagnose(model, "myriadx", x)["summary"]["overflow"] == 0
     assert rescale_input_for_headroom(model, x, "myriadx") == 0  # nothing left to fix
     assert rescale_input_for_headroom(model, x, "ieee") == 0
+
+
+class _EveryOp(nn.Module):
+    """Folded batch norms (with and without conv bias), a batch norm that cannot be folded,
+    GELU, squeeze-excitation (adaptive average pool, sigmoid, multiply), average pooling,
+    residual add, concat, bilinear interpolation and a linear layer."""
+
+    def __init__(self, norm_scale: float) -> None:
+        super().__init__()
+        from dalp_moo.model.blocks import SqueezeExcite
+
+        self.norm = InputNorm([300.0] * 4, [norm_scale] * 4)
+        self.c1, self.bn1 = nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.act = nn.GELU()
+        self.c2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.se = SqueezeExcite(8, 2)
+        self.pool = nn.AvgPool2d(2)
+        self.c3, self.bn3 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.c4 = nn.Conv2d(16, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        a = self.act(self.bn1(self.c1(x)))
+        b = self.c2(a)
+        b = self.se(self.bn2(b) + b * 0.5)  # c2's output feeds two ops: bn2 is not folded
+        p = self.bn3(self.c3(self.pool(b)))
+        u = F.interpolate(p, size=b.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.c4(torch.cat([u, b], dim=1)) + a[:, :4]
+        return self.fc(y.permute(0, 2, 3, 1).reshape(-1, 4))
+
+
+def _every_op_model(seed: int, norm_scale: float, first_scale: float = 1.0,
+                    weight_scale: float = 1.0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = _EveryOp(norm_scale)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+        model.c1.weight.mul_(first_scale)
+        for p in model.c2.parameters():
+            p.mul_(weight_scale)
+    return model.train()
+
+
+def _forward_backward(model: nn.Module, profile: object, x: torch.Tensor) -> tuple:
+    with aligned_training(model, profile):
+        y = model(x)
+    (y.square().mean() + y.mean()).backward()
+    grads = [p.grad for p in model.parameters()]
+    return y.detach(), grads
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.int32),
+                                              b.contiguous().view(torch.int32))
+
+
+@pytest.mark.parametrize("case", [
+    # profile, switches, input-norm scale, first-layer and c2 weight factors, input factor
+    ("myriadx", {}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {}, 0.5, 8.0, 1.0, 1.0),  # input-preprocessing rule: negative shifts
+    ("myriadx", {}, 1e-3, 1.0, 1.0, 40.0),  # activations overflow in the scaled domain
+    ("myriadx", {}, 1e-3, 1.0, 1e6, 1.0),  # weights overflow FP16: general path for all
+    ("ieee", {}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {"accumulation": "fp16"}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {"flush_subnormals": True}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {"input_fp16": False}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {"eltwise_fp16": False}, 1e-3, 1.0, 1.0, 1.0),
+])
+def test_fast_training_forward_is_bit_exact(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prepared-weights / in-place-rounding route of the training forward computes the same
+    bits (forward and gradients) as the general per-op straight-through path."""
+    from dalp_moo.precision import emulate, get_profile
+
+    name, switches, norm_scale, first_scale, weight_scale, input_scale = case
+    profile = get_profile(name, **switches)
+    x = torch.round(torch.rand(2, 4, 16, 16, generator=torch.Generator().manual_seed(7))
+                    * 4000 * input_scale)
+    fast_model = _every_op_model(0, norm_scale, first_scale, weight_scale)
+    ref_model = copy.deepcopy(fast_model)
+    fast = [_forward_backward(fast_model, profile, x) for _ in range(2)]  # probe, then cached
+
+    calls = {"prepare": 0, "in_place": 0}
+    real_prepare, real_round = emulate._Aligned.prepare, emulate.round_fp16_
+
+    def counting_prepare(self, plan):  # noqa: ANN001, ANN202
+        out = real_prepare(self, plan)
+        calls["prepare"] += out is not None
+        return out
+
+    def counting_round(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        ok = real_round(*args, **kwargs)
+        calls["in_place"] += ok
+        return ok
+
+    monkeypatch.setattr(emulate._Aligned, "prepare", counting_prepare)
+    monkeypatch.setattr(emulate, "round_fp16_", counting_round)
+    _forward_backward(copy.deepcopy(fast_model), profile, x)
+    monkeypatch.setattr(emulate._Aligned, "prepare", lambda self, plan: None)
+    monkeypatch.setattr(emulate, "round_fp16_", lambda *args, **kwargs: False)
+    ref = [_forward_backward(ref_model, profile, x) for _ in range(2)]
+
+    for (y_fast, g_fast), (y_ref, g_ref) in zip(fast, ref, strict=True):
+        assert _same_bits(y_fast, y_ref)
+        assert all(_same_bits(a, b) for a, b in zip(g_fast, g_ref, strict=True))
+    assert calls["prepare"] == (0 if weight_scale > 1 else 1)
+    if not (switches.get("flush_subnormals") or switches.get("eltwise_fp16") is False):
+        assert calls["in_place"] > 0

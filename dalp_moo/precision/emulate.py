@@ -16,6 +16,15 @@ Batch norm is folded into the preceding convolution when that convolution's outp
 the batch norm (found by one probe forward on the first batch), exactly as deployment folds it:
 ``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta`` in FP32, then
 rounded to FP16. Other batch norms run as an FP16 scale-shift with running statistics.
+
+Training forwards take a faster route that computes the same values (see
+``tests/test_precision_training.py``): before the forward, the folded FP16 weights and the
+weights-analysis shifts of all hardware layers are prepared together (one overflow check, one
+rounding pass and one host synchronisation for the whole model, :meth:`_Aligned.prepare`), and
+fresh results of ops whose backward does not read their output are rounded in place when nothing
+overflows (:func:`~dalp_moo.precision.numerics.round_fp16_`), which is the straight-through
+estimator's no-overflow case without an autograd node. Anything else (overflow, NaN, flush to
+zero, a layer called with other tensors than prepared) takes the general path.
 """
 
 from __future__ import annotations
@@ -34,7 +43,13 @@ from torch.overrides import TorchFunctionMode
 
 from dalp_moo.log import logger
 from dalp_moo.precision.numerics import (
+    FP16_OVERFLOW,
+    HalfScratch,
+    exponent_segments,
+    fp16_exponent_stats,
     round_fp16,
+    round_fp16_,
+    shift_from_exponent_stats,
     ste_round_fp16,
     weights_analysis_shift,
 )
@@ -51,6 +66,14 @@ _EXACT = frozenset({
     "max", "amax", "min", "amin", "__format__", "__repr__", "_has_compatible_shallow_copy_type",
 })
 _HW = frozenset({"conv2d", "conv_transpose2d", "linear"})
+#: Ops returning a new tensor whose backward does not read that output: a training forward may
+#: round their result in place (no autograd node; see ``round_fp16_``).
+_FRESH = frozenset({
+    "add", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "rsub", "mul", "__mul__",
+    "__rmul__", "div", "__truediv__", "true_divide", "neg", "__neg__", "gelu", "silu", "mean",
+    "sum", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "interpolate",
+})
 #: Metadata queries (do not consume a tensor's values).
 _META = frozenset({"__get__", "dim", "size", "numel", "__len__", "__format__", "__repr__",
                    "is_floating_point", "is_contiguous", "stride", "element_size", "type"})
@@ -91,6 +114,29 @@ class ModelPlan:
     kinds: dict[int, str] = field(default_factory=dict)
     preproc_scale_ok: bool = False
     shifts: dict[int, int] = field(default_factory=dict)  #: static shifts (deployed copies)
+
+
+@dataclass
+class _PreparedLayer:
+    """A hardware layer's FP16 weights for one training forward (:meth:`_Aligned.prepare`)."""
+
+    weight: torch.Tensor  #: the weight parameter the layer is called with (identity checked)
+    bias: torch.Tensor | None  #: the bias parameter it is called with
+    w16: torch.Tensor  #: folded, FP16-rounded weight (gradient: straight through)
+    b16: torch.Tensor | None  #: folded, FP16-rounded bias
+    shift: int  #: weights-analysis shift before the input-preprocessing rule
+    bias_max_exp: int = -15  #: largest exponent of a normal FP16 value in ``b16`` (or -15)
+    bias_min_exp: int = 127  #: exponent of the smallest non-zero magnitude in ``b16`` (or 127)
+
+    def bias_exact(self, shift: int) -> bool:
+        """Whether storing ``b16`` in the domain scaled by ``2**shift`` (round, descale, round)
+        returns it unchanged without overflow: for ``shift > 0`` when ``|b| < 2**(16 - shift)``
+        (then ``|b| * 2**shift <= 65504``), for ``shift < 0`` when every non-zero ``|b| >=
+        2**(-shift - 14)`` (then ``b * 2**shift`` is a normal FP16 value with the same
+        significand)."""
+        if shift > 0:
+            return self.bias_max_exp < 16 - shift
+        return shift == 0 or self.bias_min_exp >= -shift - 14
 
 
 class _ProbeMode(TorchFunctionMode):
@@ -188,7 +234,7 @@ class _Fp16Mode(TorchFunctionMode):
 
     def __init__(self, profile: NumericsProfile, plan: ModelPlan, train: bool,
                  own_tensors: dict[int, bool] | None = None, overflow_push: float = 1.0,
-                 recorder: Any = None) -> None:
+                 recorder: Any = None, prepared: dict[int, _PreparedLayer] | None = None) -> None:
         super().__init__()
         self.p = profile
         self.plan = plan
@@ -196,13 +242,23 @@ class _Fp16Mode(TorchFunctionMode):
         self.own = own_tensors or {}  # id(param/buffer) -> is_parameter (train mode)
         self.push = overflow_push
         self.recorder = recorder
+        self.prepared = prepared or {}  # id(weight) -> prepared layer (train mode)
         self.pending_bn: dict[int, torch.Tensor] = {}
         self.first_shift: int | None = None
+        # in-place rounding (train mode): not with flush to zero (rare; general path)
+        self.inplace = train and not profile.flush_subnormals
+        self.scratch = HalfScratch()
 
     # -- rounding helpers -------------------------------------------------------------------
-    def _q(self, x: torch.Tensor, scale: float = 1.0, op: str = "") -> torch.Tensor:
+    def _q(self, x: torch.Tensor, scale: float = 1.0, op: str = "",
+           fresh: bool = False) -> torch.Tensor:
+        """``x`` rounded to FP16 (in the domain scaled by ``scale``). ``fresh``: ``x`` is a new
+        result of an op whose backward does not read it, so training may round it in place."""
         ftz = self.p.flush_subnormals
         if self.train:
+            if (fresh and self.inplace and x.dtype == torch.float32
+                    and round_fp16_(x, scale, self.scratch)):
+                return x
             return ste_round_fp16(x, scale, ftz, self.push)
         if self.recorder is not None:
             return self.recorder.round(x, scale, ftz, op)
@@ -217,14 +273,16 @@ class _Fp16Mode(TorchFunctionMode):
         return ste_round_fp16(w, 1.0, self.p.flush_subnormals, 0.0)
 
     # -- hardware layers --------------------------------------------------------------------
-    def _shift(self, wid: int, w16: torch.Tensor) -> int:
+    def _shift(self, wid: int, w16: torch.Tensor, raw: int | None = None) -> int:
+        """Shift of the layer with weight ``wid`` (FP16 weights ``w16``); ``raw``: the shift
+        before the input-preprocessing rule when already known (prepared layers)."""
         if not self.p.weights_analysis:
             return 0
         if not self.train and wid in self.plan.shifts:
             return self.plan.shifts[wid]
         kind = self.plan.kinds.get(wid, "conv")
         first = bool(self.plan.order) and self.plan.order[0] == wid
-        s = weights_analysis_shift(w16, kind, first, self.p)
+        s = raw if raw is not None else weights_analysis_shift(w16.detach(), kind, first, self.p)
         if first:
             self.first_shift = s
         if (self.p.input_preproc_rule and self.plan.preproc_scale_ok
@@ -237,12 +295,18 @@ class _Fp16Mode(TorchFunctionMode):
         x, w, b, opts = sig(*args, **kwargs)
         wid = id(w)
         bn = self.plan.fold.get(wid) if self.train else None
-        if bn is not None:  # fold on the fly (frozen statistics)
-            s, t = _bn_factors(bn)
-            w = w * s.view(-1, *([1] * (w.dim() - 1)))
-            b = t if b is None else b * s + t
-        w16, b16 = self._qw(w), self._qw(b)
-        shift = self._shift(wid, w16.detach())
+        prep = self.prepared.get(wid)
+        if prep is not None and (prep.weight is not w or prep.bias is not b):
+            prep = None  # called with other tensors than prepared: general path
+        if prep is not None:
+            w16, b16 = prep.w16, prep.b16
+        else:
+            if bn is not None:  # fold on the fly (frozen statistics)
+                s, t = _bn_factors(bn)
+                w = w * s.view(-1, *([1] * (w.dim() - 1)))
+                b = t if b is None else b * s + t
+            w16, b16 = self._qw(w), self._qw(b)
+        shift = self._shift(wid, w16, None if prep is None else prep.shift)
         scale = 2.0 ** shift
         fn = {"conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d, "linear": F.linear}[name]
         if self.p.accumulation == "fp16" and name != "conv_transpose2d":
@@ -256,13 +320,16 @@ class _Fp16Mode(TorchFunctionMode):
             # conv(x, w * 2**s) == conv(x, w) * 2**s exactly in FP32, so compute unscaled; the
             # bias is stored scaled in FP16 (may overflow there)
             if scale != 1.0 and b16 is not None:
-                b16 = self._q(b16, scale) if self.train else round_fp16(
-                    round_fp16(b16 * scale, self.p.flush_subnormals) * (1.0 / scale))
+                if not self.train:
+                    b16 = round_fp16(round_fp16(b16 * scale, self.p.flush_subnormals)
+                                     * (1.0 / scale))
+                elif prep is None or not prep.bias_exact(shift):
+                    b16 = self._q(b16, scale)
             y = fn(x, w16, b16, **opts)
         if self.recorder is not None:
             self.recorder.note_shift(shift)
         # round in the scaled domain (overflow there is real), descale, round again
-        out = self._q(y, scale, name)
+        out = self._q(y, scale, name, fresh=not y._is_view())
         if bn is not None:
             self.pending_bn[id(out)] = out
         return out
@@ -312,6 +379,11 @@ class _Fp16Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         if name in _HW:
             return self._hw(name, args, kwargs)
+        if name == "batch_norm" and self.pending_bn:
+            x = args[0] if args else kwargs.get("input")
+            folded = self.pending_bn.pop(id(x), None)
+            if folded is not None and folded is x:
+                return x  # folded into the convolution that produced x
         if self.train and self.own:
             if (name == "add_" and args and id(args[0]) in self.own
                     and not args[0].is_floating_point()):
@@ -319,11 +391,8 @@ class _Fp16Mode(TorchFunctionMode):
             args, kwargs = self._own_args(args, kwargs)
         if name == "batch_norm":
             x, rm, rv, w, b, eps = _bn_sig(*args, **kwargs)
-            folded = self.pending_bn.pop(id(x), None)
-            if folded is not None and folded is x:
-                return x
             y = F.batch_norm(x, rm, rv, w, b, False, 0.0, eps)  # frozen statistics
-            return self._q(y, 1.0, name) if self.p.eltwise_fp16 else y
+            return self._q(y, 1.0, name, fresh=True) if self.p.eltwise_fp16 else y
         out = func(*args, **kwargs)
         if not self.p.eltwise_fp16:
             return out
@@ -334,7 +403,9 @@ class _Fp16Mode(TorchFunctionMode):
                 with torch.no_grad():
                     out.data.copy_(round_fp16(out.data, self.p.flush_subnormals))
                 return out
-            return self._q(out, 1.0, name)
+            fresh = (name in _FRESH and "out" not in kwargs and not out._is_view()
+                     and not any(out is a for a in args))
+            return self._q(out, 1.0, name, fresh)
         if isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) for o in out):
             return type(out)(self._q(o, 1.0, name) if o.is_floating_point() else o for o in out)
         return out
@@ -446,6 +517,9 @@ def deploy_fp16(model: nn.Module, profile: str | NumericsProfile = "myriadx",
     return deployed
 
 
+_HW_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
 class _Aligned:
     """State shared by :func:`aligned_training` and :class:`Constrained`."""
 
@@ -454,20 +528,107 @@ class _Aligned:
         self.profile = profile
         self.push = overflow_push
         self.plan: ModelPlan | None = None
+        self._all_modules: list[nn.Module] | None = None
+        self._hw_modules: list[nn.Module] | None = None
+        self._segments: tuple[tuple, torch.Tensor] | None = None  # (lengths, device), offsets
 
     def run(self, forward: Callable, args: tuple, kwargs: dict) -> Any:
         if self.plan is None:
             x = next(a for a in args if isinstance(a, torch.Tensor))
             self.plan = probe(self.model, x.detach().float(), self.profile, forward)
-        own = {id(p): True for p in self.model.parameters()}
-        own.update({id(b): False for b in self.model.buffers()})
+        own = self._own_tensors()
         if self.profile.input_fp16:
             args = tuple(round_fp16(a, self.profile.flush_subnormals)
                          if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                          for a in args)
+        prepared = self.prepare(self.plan)
         with _Fp16Mode(self.profile, self.plan, train=True, own_tensors=own,
-                       overflow_push=self.push):
+                       overflow_push=self.push, prepared=prepared):
             return forward(*args, **kwargs)
+
+    def _own_tensors(self) -> dict[int, bool]:
+        """id -> True for the model's parameters, False for its buffers (read from the modules
+        every forward, so reassigned tensors are seen; the module tree itself is cached)."""
+        if self._all_modules is None:
+            self._all_modules = list(self.model.modules())
+        own: dict[int, bool] = {}
+        for m in self._all_modules:
+            for p in m._parameters.values():
+                if p is not None:
+                    own[id(p)] = True
+        for m in self._all_modules:
+            for b in m._buffers.values():
+                if b is not None:
+                    own[id(b)] = False
+        return own
+
+    def _modules_of(self, plan: ModelPlan) -> list[nn.Module]:
+        """Conv/linear modules whose weight is a hardware layer of ``plan``, in plan order."""
+        if self._hw_modules is None:
+            by_weight: dict[int, nn.Module] = {}
+            for m in self.model.modules():
+                w = getattr(m, "weight", None)
+                if isinstance(m, _HW_MODULES) and isinstance(w, torch.Tensor):
+                    by_weight.setdefault(id(w), m)
+            self._hw_modules = [by_weight[w] for w in plan.order if w in by_weight]
+        return self._hw_modules
+
+    def prepare(self, plan: ModelPlan) -> dict[int, _PreparedLayer] | None:
+        """FP16 weights and raw shifts of the model's conv/linear modules for one forward.
+
+        Computes what :meth:`_Fp16Mode._hw` computes per call (batch-norm fold, straight-through
+        rounding of weight and bias, weights-analysis shift), for all layers at once: the fold
+        uses the same ops, the rounding is one overflow check and one pass over all weights and
+        biases (valid per tensor: rounding is element-wise, and without overflow the
+        straight-through estimator is the identity, so it is written into the fresh folded or
+        cloned tensors), and the shifts come from one exponent histogram. Returns None (every
+        layer takes the general path) if any weight would overflow FP16 or is NaN.
+        """
+        ftz = self.profile.flush_subnormals
+        layers: list[_PreparedLayer] = []
+        for m in self._modules_of(plan):
+            w, b = m.weight, m.bias
+            if not (isinstance(w, torch.Tensor) and (b is None or isinstance(b, torch.Tensor))):
+                continue
+            wid = id(w)
+            if (wid not in plan.kinds or w.dtype != torch.float32
+                    or (b is not None and b.dtype != torch.float32)):
+                continue
+            bn = plan.fold.get(wid)
+            if bn is not None:  # the same ops as the fold in _Fp16Mode._hw
+                s, t = _bn_factors(bn)
+                wf = w * s.view(-1, *([1] * (w.dim() - 1)))
+                bf = t if b is None else b * s + t
+            else:
+                wf, bf = w.clone(), None if b is None else b.clone()
+            layers.append(_PreparedLayer(w, b, wf, bf, 0))
+        if not layers:
+            return {}
+        fresh = [layer.w16 for layer in layers] + [layer.b16 for layer in layers
+                                                   if layer.b16 is not None]
+        lengths = [t.numel() for t in fresh]
+        with torch.no_grad():
+            flat = torch.cat([t.detach().reshape(-1) for t in fresh])
+            hi, lo = float(flat.amax()), float(flat.amin())
+            if not (hi < FP16_OVERFLOW and lo > -FP16_OVERFLOW):  # overflow or NaN
+                return None
+            q = round_fp16(flat, ftz)
+            for t, piece in zip(fresh, q.split(lengths), strict=True):
+                t.copy_(piece.view(t.shape))
+            if self.profile.weights_analysis:
+                key = (tuple(lengths), q.device)
+                if self._segments is None or self._segments[0] != key:
+                    self._segments = (key, exponent_segments(lengths, q.device))
+                stats = fp16_exponent_stats(q, self._segments[1], len(lengths))
+                bias_seg = len(layers)  # segment of the next bias in `fresh`
+                for layer, (count, total, max_exp, _) in zip(layers, stats, strict=False):
+                    wid = id(layer.weight)
+                    layer.shift = shift_from_exponent_stats(count, total, max_exp, plan.kinds[wid],
+                                                            plan.order[0] == wid, self.profile)
+                    if layer.b16 is not None:
+                        _, _, layer.bias_max_exp, layer.bias_min_exp = stats[bias_seg]
+                        bias_seg += 1
+        return {id(layer.weight): layer for layer in layers}
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

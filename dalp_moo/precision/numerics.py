@@ -3,6 +3,12 @@ straight-through rounding used during deployment-aligned training.
 
 Rounding uses ``x.to(torch.float16).to(torch.float32)``: vectorised, exact round-to-nearest-even,
 IEEE overflow to inf (values >= 65520 in magnitude) and NaN propagation.
+
+The deployment-aligned training forward uses two faster equivalents where they apply:
+:func:`round_fp16_` rounds a fresh op result in place (the no-overflow branch of
+:class:`_RoundSTE`, whose gradient is the identity, so autograd needs no node for it), and
+:func:`fp16_exponent_stats` gives the inputs of the weights-analysis shift of many layers in one
+pass (one host synchronisation for the whole model instead of several per layer).
 """
 
 from __future__ import annotations
@@ -47,9 +53,6 @@ def weights_analysis_shift(weight: torch.Tensor, kind: str = "conv", first_layer
     ``<= 9`` (``kind='fc'``). Weights that are all zero/subnormal give 0. The input-preprocessing
     rule (every layer's shift - 5) depends on the whole model and is applied by the caller.
     """
-    conv_max = profile.conv_shift_max if profile is not None else 8
-    fc_max = profile.fc_shift_max if profile is not None else 9
-    first_rule = profile.first_layer_rule if profile is not None else True
     e = fp16_exponents(weight).flatten()
     valid = e != -15
     count = int(valid.sum())
@@ -57,11 +60,118 @@ def weights_analysis_shift(weight: torch.Tensor, kind: str = "conv", first_layer
         return 0
     max_exp = int(torch.where(valid, e, torch.full_like(e, -100)).max())
     total = int((e * valid).sum())
+    return shift_from_exponent_stats(count, total, max_exp, kind, first_layer, profile)
+
+
+def shift_from_exponent_stats(count: int, total: int, max_exp: int, kind: str = "conv",
+                              first_layer: bool = False,
+                              profile: NumericsProfile | None = None) -> int:
+    """The rule of :func:`weights_analysis_shift` given the layer's FP16 weight exponent
+    statistics over its normal (non-zero, non-subnormal) weights: their ``count``, the ``total``
+    of their unbiased exponents and the largest one ``max_exp``."""
+    if count == 0:
+        return 0
+    conv_max = profile.conv_shift_max if profile is not None else 8
+    fc_max = profile.fc_shift_max if profile is not None else 9
+    first_rule = profile.first_layer_rule if profile is not None else True
     mean_exp = abs(total) // count * (1 if total >= 0 else -1)  # C++ integer division
     shift = min(15 - max_exp, -mean_exp)
     if first_layer and first_rule and shift > 10:
         shift -= 8
     return min(shift, fc_max if kind == "fc" else conv_max)
+
+
+#: :func:`fp16_exponent_stats` bins by float32 biased exponent ``E`` clamped to [102, 143]:
+#: bin 0 = zero (the only FP16 value with ``E < 103``), bins 1-10 = binary16 subnormals
+#: (exponents -24 to -15), bins 11-40 = binary16 exponents -14 to 15, bin 41 = inf/NaN
+_E_LOW, _EXP_BINS = 102, 42
+_FIRST_NORMAL_BIN = 11
+
+
+def exponent_segments(lengths: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Per-element histogram offsets for :func:`fp16_exponent_stats` of a flat tensor made of
+    consecutive segments of ``lengths`` elements (depends only on the lengths: cache it)."""
+    seg = torch.repeat_interleave(torch.arange(len(lengths), dtype=torch.int32),
+                                  torch.tensor(lengths, dtype=torch.int64))
+    return (seg * _EXP_BINS - _E_LOW).to(device)
+
+
+def fp16_exponent_stats(flat: torch.Tensor, segments: torch.Tensor,
+                        n_seg: int) -> list[tuple[int, int, int, int]]:
+    """Exponent statistics of each of the ``n_seg`` segments of ``flat`` (float32, contiguous,
+    1-D, FP16-exact values; ``segments`` from :func:`exponent_segments`), with one host
+    synchronisation for all segments: ``(count, total, max_exp, min_exp)``, where the first
+    three are the inputs of :func:`shift_from_exponent_stats` (over values of magnitude >=
+    2**-14, inf/NaN reading 16, as :func:`fp16_exponents` counts them; ``max_exp`` -15 if none)
+    and ``min_exp`` is the float32 exponent of the smallest non-zero magnitude (127 if none).
+    """
+    if n_seg == 0:
+        return []
+    biased = (flat.view(torch.int32) >> 23) & 0xFF
+    keys = biased.clamp_(_E_LOW, _E_LOW + _EXP_BINS - 1).add_(segments)
+    hist = torch.bincount(keys, minlength=n_seg * _EXP_BINS).view(n_seg, _EXP_BINS)
+    exps = torch.arange(_EXP_BINS, device=flat.device) + (_E_LOW - 127)
+    normal, e_normal = hist[:, _FIRST_NORMAL_BIN:], exps[_FIRST_NORMAL_BIN:]
+    count = normal.sum(1)
+    total = (normal * e_normal).sum(1)
+    top = torch.where(normal > 0, e_normal, -15).amax(1)
+    low = torch.where(hist[:, 1:] > 0, exps[1:], 127).amin(1)
+    return [tuple(r) for r in torch.stack([count, total, top, low], 1).tolist()]
+
+
+class HalfScratch:
+    """Reusable float16 buffer for :func:`round_fp16_` (grows on demand; one user at a time)."""
+
+    def __init__(self) -> None:
+        self._buf = torch.empty(0, dtype=torch.float16)
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        """A contiguous float16 tensor of ``x``'s shape and device (contents undefined)."""
+        n = x.numel()
+        if self._buf.numel() < n or self._buf.device != x.device:
+            self._buf = torch.empty(n, dtype=torch.float16, device=x.device)
+        return self._buf[:n].view(x.shape)
+
+
+def _round_into_(x: torch.Tensor, half: torch.Tensor) -> None:
+    half.copy_(x)  # float32 -> binary16, round to nearest even (the same cast as .to())
+    x.copy_(half)
+
+
+def round_fp16_(x: torch.Tensor, scale: float = 1.0,
+                scratch: HalfScratch | None = None) -> bool:
+    """In-place equivalent of ``ste_round_fp16(x, scale)`` (no flush-to-zero) for the common
+    case: if no element of the float32 tensor ``x`` overflows in the scaled domain
+    (``|x| >= 65520 / scale``) and none is NaN, overwrite ``x`` with exactly the values that
+    :class:`_RoundSTE` computes then and return True; otherwise leave ``x`` untouched and return
+    False (the caller falls back to :func:`ste_round_fp16`).
+
+    The write is not recorded by autograd, so the gradient through ``x`` stays that of its
+    producer: the straight-through estimator without overflow is the identity. Only use it on
+    a fresh result of an op whose backward does not read its own output (convolution, add,
+    multiply, GELU, pooling, interpolation, ...): the write bumps ``x``'s version counter, so a
+    producer that did save it makes backward raise instead of silently using rounded values.
+    """
+    if x.numel() == 0:
+        return True
+    limit = FP16_OVERFLOW / scale
+    with torch.no_grad():
+        hi, lo = float(x.amax()), float(x.amin())  # two passes: faster than aminmax on CPU
+        if not (hi < limit and lo > -limit):  # overflow, or NaN (comparisons are False)
+            return False
+        half = scratch.like(x) if scratch is not None else torch.empty_like(x, dtype=torch.float16)
+        if scale >= 1.0:
+            _round_into_(x, half)
+            return True
+        x.mul_(scale)
+        _round_into_(x, half)
+        x.mul_(1.0 / scale)
+        # descaling an FP16 value by 2**k is exact and FP16-representable unless it exceeds
+        # 65504, which |x| <= 65504 rules out (rounding is monotonic and 65504 * scale is an FP16
+        # value); only then can the second rounding be skipped
+        if max(hi, -lo) > FP16_MAX or scale < 2.0 ** -24:
+            _round_into_(x, half)
+    return True
 
 
 class _RoundSTE(torch.autograd.Function):
