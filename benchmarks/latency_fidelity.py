@@ -1,10 +1,12 @@
 """Latency fidelity of the backends' latency models.
 
-1. Host CPU (OpenVINO): measure batch-1 latency of a fitting set of networks (random U-Net-style
-   CNNs from ``dalp_moo.backends.zoo`` and random candidates of the search space), fit the host
-   latency model (written to ``dalp_moo/backends/calibration/``), then compare its predictions
-   with measurements on held-out random search-space candidates: share within +-10 % and
-   Kendall tau.
+1. Host CPU (OpenVINO): measure batch-1 latency and per-node profiles (``PERF_COUNT``) of a
+   fitting set of networks (random U-Net-style CNNs from ``dalp_moo.backends.zoo`` and random
+   candidates of the search space), fit the kernel-level host latency model
+   (:mod:`dalp_moo.backends.host_model`; written to ``dalp_moo/backends/calibration/`` for this
+   CPU model, thread count and ``--precision``), then compare its predictions with end-to-end
+   measurements on held-out random search-space candidates (never profiled nor used in fitting):
+   share within +-10 % and Kendall tau.
 2. Myriad X emulator: leave-one-out error on the four published CNV latencies.
 3. Cost of one latency query: measurement (convert + compile + timed runs) vs model (trace +
    predict), ms.
@@ -13,7 +15,11 @@ Each network is measured in ``--passes`` passes (median of ``--runs`` timed sync
 inferences after warm-up) and the minimum over passes is kept. With ``--clock cpu`` (default,
 one inference thread) the time of an inference is the process CPU time it used: on a host shared
 with other jobs this is the latency without the time spent waiting for a core (wall-clock
-medians on a loaded 2-core host are dominated by scheduler time slices). Prints a table and writes ``benchmarks/results/latency_fidelity.json``.
+medians on a loaded 2-core host are dominated by scheduler time slices). The per-node profile of a
+fitting network (wall-clock per node) is repeated when its sum exceeds the end-to-end latency by
+more than 5 % (a preempted profile). Prints a table and writes
+``benchmarks/results/latency_fidelity.json`` (with the fitting networks' profiles, so that
+``--reuse`` can refit without measuring).
 
     python benchmarks/latency_fidelity.py            # full run (several minutes on 2 cores)
     python benchmarks/latency_fidelity.py --quick    # small smoke run, no calibration written
@@ -32,9 +38,9 @@ import torch
 from scipy.stats import kendalltau
 
 from dalp_moo.backends.graph import trace_graph
-from dalp_moo.backends.host_model import HostLatencyModel, calibration_path, host_id
+from dalp_moo.backends.host_model import HostLatencyModel, calibration_file, host_id
 from dalp_moo.backends.myriadx import calibrate
-from dalp_moo.backends.openvino_backend import OpenVINODeployment, ov_version
+from dalp_moo.backends.openvino_backend import PRECISIONS, OpenVINODeployment, effective_precision, ov_version
 from dalp_moo.backends.zoo import random_unet
 from dalp_moo.config import SpaceConfig
 from dalp_moo.model import build_model
@@ -57,13 +63,15 @@ def space_candidates(n: int, seed: int, in_channels: int = 4) -> list[torch.nn.M
 
 
 def measure(models: list[torch.nn.Module], shapes: list[tuple[int, ...]], threads: int, runs: int,
-            warmup: int, passes: int, clock: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """(latency ms, spread ms, deploy+first-measure cost ms) per network, min over passes."""
+            warmup: int, passes: int, clock: str, precision: str = "f32", profile: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, list[float], list[list[list]]]:
+    """(latency ms, spread ms, deploy+first-measure cost ms, per-node profiles if ``profile``) per
+    network; latency: min over passes."""
     deps, cost = [], []
-    for m, s in zip(models, shapes):
+    for m, s in zip(models, shapes, strict=True):
         t0 = time.perf_counter()
         d = OpenVINODeployment(m, s, "CPU", threads, runs, warmup, False, "measure", 1e-2, 0,
-                               clock=clock)
+                               clock=clock, precision=precision)
         deps.append(d)
         d.measure()
         cost.append((time.perf_counter() - t0) * 1e3)
@@ -74,7 +82,38 @@ def measure(models: list[torch.nn.Module], shapes: list[tuple[int, ...]], thread
             r = d.measure()
             lat[p, i], spread[p, i] = r.latency_ms, r.spread_ms
     best = lat.argmin(axis=0)
-    return lat.min(axis=0), spread[best, np.arange(len(models))], cost
+    y = lat.min(axis=0)
+    profiles: list[list[list]] = []  # per node: [type, output shape, weight shape or None, ms]
+    if profile:
+        for d, yi in zip(deps, y, strict=True):
+            kept: tuple[float, list[list]] | None = None
+            for _ in range(3):
+                nodes = [[n["type"], n["out_shape"], n["in_shapes"][1] if len(n["in_shapes"]) > 1 else None,
+                          round(n["time_ms"], 6)] for n in d.profile(requests=16, runs=1)
+                         if n["type"] not in ("Input", "Output")]
+                tot = sum(n[3] for n in nodes)
+                if kept is None or tot < kept[0]:
+                    kept = (tot, nodes)
+                if tot <= 1.05 * yi:
+                    break
+            profiles.append(kept[1])  # type: ignore[index]
+    return y, spread[best, np.arange(len(models))], cost, profiles
+
+
+def _nodes(profile: list[list]) -> list[dict]:
+    """Stored profile records [type, output shape, weight shape or None, ms] -> the node dicts
+    :meth:`HostLatencyModel.fit` matches."""
+    return [{"type": t, "out_shape": out, "in_shapes": [out, w] if w else [out], "time_ms": ms}
+            for t, out, w, ms in profile]
+
+
+def _dump(out: dict) -> str:
+    """JSON with one line per network record."""
+    lines = json.dumps({k: v for k, v in out.items() if k not in ("val", "fit")}, indent=2).rstrip("}").rstrip()
+    for key in ("val", "fit"):
+        rows = ",\n".join("    " + json.dumps(r, separators=(", ", ": ")) for r in out[key])
+        lines += f',\n  "{key}": [\n{rows}\n  ]'
+    return lines + "\n}\n"
 
 
 def main() -> None:
@@ -88,6 +127,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--precision", choices=tuple(PRECISIONS), default="f32",
+                    help="OpenVINO inference precision (the backend's option; default f32)")
+    ap.add_argument("--rounds", type=int, default=80, help="boosting rounds per kernel regressor")
     ap.add_argument("--quick", action="store_true", help="tiny run; does not write the calibration")
     ap.add_argument("--no-write-calibration", action="store_true")
     ap.add_argument("--reuse", type=Path, default=None,
@@ -111,28 +153,36 @@ def main() -> None:
     if args.reuse is not None:
         old = json.loads(args.reuse.read_text())
         y_fit = np.array([r["measured_ms"] for r in old["fit"]])
+        profiles = [r["profile"] for r in old["fit"]]
         y_val = np.array([r["measured_ms"] for r in old["val"]])
         spread_val = np.array([r["spread_ms"] for r in old["val"]])
         measure_cost = [old["query_cost_measure_ms"]]
         load_before = tuple(old["load_avg_before"])
-        assert [list(s) for s in fit_shapes] == [r["shape"] for r in old["fit"]], "settings differ"
+        if [list(s) for s in fit_shapes] != [r["shape"] for r in old["fit"]] or \
+                [list(s) for s in val_shapes] != [r["shape"] for r in old["val"]] or \
+                old["settings"].get("precision", "f32") != args.precision or "profile" not in old["fit"][0]:
+            ap.error(f"--reuse {args.reuse}: measured with other settings (or without profiles)")
     else:
-        y_fit, _, _ = measure(fit_models, fit_shapes, args.threads, args.runs, args.warmup,
-                              args.passes, args.clock)
-        y_val, spread_val, measure_cost = measure(val_models, val_shapes, args.threads, args.runs,
-                                                  args.warmup, args.passes, args.clock)
-    t_measure = time.perf_counter() - t0
+        y_fit, _, _, profiles = measure(fit_models, fit_shapes, args.threads, args.runs, args.warmup,
+                                        args.passes, args.clock, args.precision, profile=True)
+        y_val, spread_val, measure_cost, _ = measure(val_models, val_shapes, args.threads, args.runs,
+                                                     args.warmup, args.passes, args.clock, args.precision)
+    t_measure = time.perf_counter() - t0 if args.reuse is None else old["settings"]["measure_wall_s"]
     meta = {"host": host_id(), "openvino": ov_version(), "device": "CPU", "threads": args.threads,
-            "clock": args.clock,
+            "clock": args.clock, "precision": args.precision,
+            "inference_precision": effective_precision("CPU", args.precision),
             "fitted_on": f"{args.n_fit_zoo} zoo U-Nets + {args.n_fit_space} search-space candidates, "
                          f"tiles {args.sizes}, batch 1"}
-    model = HostLatencyModel.fit([trace_graph(m, s) for m, s in zip(fit_models, fit_shapes)], y_fit, meta)
+    t_fit = time.perf_counter()
+    model = HostLatencyModel.fit([trace_graph(m, s) for m, s in zip(fit_models, fit_shapes, strict=True)], y_fit, meta,
+                                 profiles=[_nodes(p) for p in profiles], rounds=args.rounds)
+    t_fit = time.perf_counter() - t_fit
     if not (args.quick or args.no_write_calibration):
-        model.save(calibration_path(args.threads))
+        model.save(calibration_file(args.threads, "CPU", args.precision))
 
     query_cost = []
     pred = []
-    for m, s in zip(val_models, val_shapes):
+    for m, s in zip(val_models, val_shapes, strict=True):
         t = time.perf_counter()
         pred.append(model.predict_graph_of(m, s)[0])
         query_cost.append((time.perf_counter() - t) * 1e3)
@@ -161,12 +211,18 @@ def main() -> None:
         "query_cost_measure_ms": float(np.median(measure_cost)),
         "query_cost_model_ms": float(np.median(query_cost)),
         "settings": {**meta, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
-                     "sizes": sizes, "measure_wall_s": t_measure, "quick": args.quick},
+                     "sizes": sizes, "measure_wall_s": t_measure, "fit_wall_s": t_fit,
+                     "rounds": args.rounds, "profile": "per node: median over 16 fresh infer requests "
+                     "of one inference each", "quick": args.quick, "reused": args.reuse is not None},
+        "host_model_fit": {k: model.meta[k] for k in ("fit", "kernels_matched", "kernels_unmatched",
+                                                      "kernels_by_kind", "fit_median_abs_rel_error")
+                           if k in model.meta},
         "load_avg_before": list(load_before),
         "load_avg_after": list(load_after),
         "val": [{"shape": list(s), "measured_ms": float(m), "spread_ms": float(sp), "predicted_ms": float(p)}
-                for s, m, sp, p in zip(val_shapes, y_val, spread_val, pred_a)],
-        "fit": [{"shape": list(s), "measured_ms": float(m)} for s, m in zip(fit_shapes, y_fit)],
+                for s, m, sp, p in zip(val_shapes, y_val, spread_val, pred_a, strict=True)],
+        "fit": [{"shape": list(s), "measured_ms": float(m), "profile": p}
+                for s, m, p in zip(fit_shapes, y_fit, profiles, strict=True)],
     }
     print(f"{'metric':34s} {'value':>10s}  target")
     rows = [("host within +-10 %", out["host_within_10pct"], ">= 0.90"),
@@ -182,7 +238,7 @@ def main() -> None:
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)")
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        RESULTS.write_text(_dump(out))
         print(f"wrote {RESULTS}")
 
 

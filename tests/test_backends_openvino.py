@@ -8,7 +8,13 @@ import torch
 
 from dalp_moo import backends
 from dalp_moo.backends.host_model import calibration_path
-from dalp_moo.backends.openvino_backend import OpenVINODeployment, core, relative_error
+from dalp_moo.backends.openvino_backend import (
+    OpenVINODeployment,
+    compile_config,
+    core,
+    effective_precision,
+    relative_error,
+)
 from dalp_moo.config import SpaceConfig
 from dalp_moo.errors import BackendError
 from dalp_moo.model import build_model
@@ -95,6 +101,37 @@ def test_bad_options_are_rejected() -> None:
         backends.get("openvino", latency="guess")
     with pytest.raises(BackendError, match="runs"):
         backends.get("openvino", runs=0)
+    with pytest.raises(BackendError) as exc:
+        backends.get("openvino", precision="fp64")
+    msg = str(exc.value)
+    assert "precision='fp64'" in msg and "'f32'" in msg and "'auto'" in msg and "\n" not in msg
+
+
+def test_precision_option_sets_and_records_the_inference_precision(candidate: torch.nn.Module,
+                                                                  deployment: OpenVINODeployment) -> None:
+    info = backends.get("openvino").info().details
+    assert info["precision"] == "f32" and info["inference_precision"] == "f32"
+    assert info["plugin_default_precision"] in ("f32", "bf16", "f16")
+    assert deployment.precision == "f32" and deployment.inference_precision == "f32"
+    assert deployment.config["INFERENCE_PRECISION_HINT"] == "f32"
+    auto = backends.get("openvino", precision="auto")
+    assert "INFERENCE_PRECISION_HINT" not in compile_config("CPU", 1, precision="auto")
+    assert auto.info().details["inference_precision"] == auto.info().details["plugin_default_precision"]
+    dep = backends.get("openvino", runs=3, warmup=1, precision="bf16").deploy(candidate, SHAPE)
+    assert dep.inference_precision in ("bf16", "f32")  # f32 where the CPU has no BF16 arithmetic
+    assert effective_precision("CPU", "bf16") == dep.inference_precision
+    x = torch.rand(2, *SHAPE[1:])
+    with torch.no_grad():
+        ref = candidate(x)
+    assert relative_error(dep.predict(x).numpy(), ref.numpy()) < 0.1  # bf16: ~3 significant digits
+
+
+def test_profile_gives_per_node_times_with_shapes(deployment: OpenVINODeployment) -> None:
+    nodes = deployment.profile(requests=3)
+    convs = [n for n in nodes if n["type"] == "Convolution"]
+    assert convs and all(n["time_ms"] >= 0 for n in nodes)
+    assert all(len(n["in_shapes"]) >= 2 and len(n["in_shapes"][1]) >= 4 for n in convs)  # weights
+    assert nodes[-1]["out_shape"] == [1, 2, *SHAPE[2:]]
 
 
 @pytest.mark.skipif(not calibration_path(1).exists(), reason="host latency model not calibrated")

@@ -5,11 +5,22 @@ with FP16 weights (``compress_to_fp16=True``, the format the Myriad X consumed),
 compiled single-stream with a fixed ``INFERENCE_NUM_THREADS``. A conversion check compares the IR
 output with torch FP32 on the example input (``deployment.conversion_error``, relative).
 
+Arithmetic precision (option ``precision``): the CPU plugin's default ``INFERENCE_PRECISION_HINT``
+depends on the host (``bf16`` on CPUs with AMX / AVX-512 BF16, ``f32`` elsewhere), so outputs
+(on-device mIoU) and latencies would differ by host. The backend therefore compiles with
+``precision="f32"`` by default (the same numerics on every host); ``"bf16"`` and ``"f16"``
+request those (the plugin may fall back to ``f32`` where the CPU lacks them) and ``"auto"`` keeps
+the plugin's default. The precision the plugin actually uses is recorded as
+``deployment.inference_precision`` and in ``info().details["inference_precision"]``.
+
 Latency (``latency="measure"``, the default) is measured for real: warm-up, then repeated
 synchronous batch-1 inferences (median and inter-quartile spread, ms) and per-layer times from
-``PERF_COUNT``; ``throughput=True`` measures the amortised time per inference of an
-asynchronous queue instead. ``latency="model"`` answers from the fitted host latency model
-(:mod:`dalp_moo.backends.host_model`), which is also what :meth:`estimate_latency_ms` uses.
+``PERF_COUNT`` (the plugin reports each executed node's mean time over the inferences of an infer
+request, so a fresh request is timed; :meth:`OpenVINODeployment.profile` gives per-node medians
+over several fresh requests, used to fit the host model); ``throughput=True`` measures the
+amortised time per inference of an asynchronous queue instead. ``latency="model"`` answers from
+the fitted kernel-level host latency model of this CPU (:mod:`dalp_moo.backends.host_model`; for
+the inference precision in use), which is also what :meth:`estimate_latency_ms` uses.
 """
 
 from __future__ import annotations
@@ -88,6 +99,50 @@ def device_properties(device: str) -> dict[str, str]:
     return out
 
 
+#: values of the ``precision`` option -> INFERENCE_PRECISION_HINT (None: plugin default)
+PRECISIONS: dict[str, str | None] = {"f32": "f32", "bf16": "bf16", "f16": "f16", "auto": None}
+
+
+def check_precision(precision: str, device: str = "CPU") -> None:
+    """Raise :class:`BackendError` for an unknown ``precision`` or one the device cannot be asked for."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"openvino option precision={precision!r}: expected one of "
+                           f"{', '.join(repr(p) for p in PRECISIONS)}")
+    if precision in ("bf16", "f16") and "INFERENCE_PRECISION_HINT" not in _supported(device) \
+            and hasattr(_ov(), "convert_model"):
+        raise BackendError(f"openvino option precision={precision!r}: device {device!r} does not "
+                           "support INFERENCE_PRECISION_HINT; use 'f32' or 'auto'")
+
+
+def _type_name(v: Any) -> str:
+    """'f32' / 'bf16' / 'f16' for an OpenVINO element type (or its string form)."""
+    name = v.get_type_name() if hasattr(v, "get_type_name") else str(v)
+    if "'" in name:  # "<Type: 'bfloat16'>"
+        name = name.split("'")[1]
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "FP32": "f32", "BF16": "bf16",
+            "FP16": "f16"}.get(name, name)
+
+
+def compiled_precision(compiled: Any) -> str:
+    """The inference precision a compiled model runs at ('f32', 'bf16', 'f16'; 'unknown')."""
+    try:
+        return _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except Exception:  # plugin without the property
+        return "unknown"
+
+
+@lru_cache(maxsize=16)
+def effective_precision(device: str, precision: str) -> str:
+    """The precision the plugin uses for ``precision`` on ``device`` (compiles a 1-op probe)."""
+    ov = _ov()
+    if not hasattr(ov, "convert_model"):  # 2022.x
+        return "unknown"
+    probe = ov.convert_model(nn.Conv2d(1, 1, 1), example_input=torch.zeros(1, 1, 2, 2))
+    cfg = {k: v for k, v in compile_config(device, 1, perf_count=False, precision=precision).items()
+           if k == "INFERENCE_PRECISION_HINT"}
+    return compiled_precision(core().compile_model(probe, device.split(".")[0], cfg))
+
+
 def _supported(device: str) -> set[str]:
     try:
         return set(core().get_property(device.split(".")[0], "SUPPORTED_PROPERTIES"))
@@ -96,8 +151,10 @@ def _supported(device: str) -> set[str]:
 
 
 def compile_config(device: str, threads: int | None, throughput: bool = False,
-                   perf_count: bool = True, streams: int | None = 1) -> dict[str, Any]:
-    """Compile options the device supports: ``streams`` (None: plugin default), threads, PERF_COUNT."""
+                   perf_count: bool = True, streams: int | None = 1,
+                   precision: str = "f32") -> dict[str, Any]:
+    """Compile options the device supports: ``streams`` (None: plugin default), threads, PERF_COUNT
+    and INFERENCE_PRECISION_HINT (``precision``: see :data:`PRECISIONS`)."""
     sup = _supported(device)
     legacy = not hasattr(_ov(), "convert_model")
     cfg: dict[str, Any] = {}
@@ -109,6 +166,9 @@ def compile_config(device: str, threads: int | None, throughput: bool = False,
         cfg["NUM_STREAMS"] = int(streams)
     if threads and "INFERENCE_NUM_THREADS" in sup:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    hint = PRECISIONS.get(precision)
+    if hint is not None and "INFERENCE_PRECISION_HINT" in sup:
+        cfg["INFERENCE_PRECISION_HINT"] = hint
     return cfg
 
 
@@ -161,14 +221,15 @@ class OpenVINODeployment(Deployment):
     """A model compiled by OpenVINO for one batch-1 input shape.
 
     ``conversion_error`` is the relative error of the IR output against torch FP32 on the
-    example input; ``conversion_ok`` is whether it is within ``tolerance``.
+    example input; ``conversion_ok`` is whether it is within ``tolerance``;
+    ``inference_precision`` the precision the plugin computes in ('f32', 'bf16', 'f16').
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: str,
                  threads: int | None, runs: int, warmup: int, throughput: bool, latency: str,
                  tolerance: float, seed: int, host_model: Any | None = None,
                  method: str = "measured", streams: int | None = 1,
-                 power_w: float | None = None, clock: str = "wall") -> None:
+                 power_w: float | None = None, clock: str = "wall", precision: str = "f32") -> None:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = device
         self.threads = threads
@@ -181,6 +242,7 @@ class OpenVINODeployment(Deployment):
         self.clock = clock
         self.streams = streams
         self.power_w = power_w
+        self.precision = precision
         self._host_model = host_model
         self._torch_model = copy.deepcopy(model).cpu().float().eval()
         gen = torch.Generator().manual_seed(seed)
@@ -190,8 +252,9 @@ class OpenVINODeployment(Deployment):
         self._tmp = tempfile.TemporaryDirectory(prefix="dalp_ir_")
         xml = save_ir(convert(self._torch_model, example), Path(self._tmp.name) / "model.xml")
         self.ov_model = core().read_model(str(xml))
-        self.config = compile_config(device, threads, streams=streams)
+        self.config = compile_config(device, threads, streams=streams, precision=precision)
         self.compiled = core().compile_model(self.ov_model, device, self.config)
+        self.inference_precision = compiled_precision(self.compiled)
         self._request = self.compiled.create_infer_request()
         out = self._infer(self._request, example.numpy())
         self.conversion_error = relative_error(out, ref)
@@ -221,7 +284,8 @@ class OpenVINODeployment(Deployment):
             m = self.ov_model.clone()
             m.reshape([n, *self.input_shape[1:]])
             self._batch_compiled = {n: core().compile_model(m, self.device, compile_config(
-                self.device, self.threads, perf_count=False, streams=self.streams))}
+                self.device, self.threads, perf_count=False, streams=self.streams,
+                precision=self.precision))}
         return self._batch_compiled[n]
 
     def predict(self, batch: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -237,38 +301,72 @@ class OpenVINODeployment(Deployment):
             outs.append(self._infer(req, part))
         return torch.from_numpy(np.concatenate(outs, axis=0))
 
+    @staticmethod
+    def _profiling(req: Any) -> list[Any]:
+        return list(req.profiling_info if hasattr(req, "profiling_info") else req.get_profiling_info())
+
     def measure(self) -> LatencyReport:
-        """Measure batch-1 latency (ms) now: median and IQR, per-layer PERF_COUNT times."""
+        """Measure batch-1 latency (ms) now: median and IQR, per-layer PERF_COUNT times.
+
+        The timed runs use a fresh infer request, so the per-layer times (the plugin's mean per
+        node over the request's inferences) cover this request's warm-up and timed runs only.
+        """
         x = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
         if self.throughput:
             return self._measure_throughput(x)
-        req = self._request
+        req = self.compiled.create_infer_request()
         req.infer({0: x})
         for _ in range(self.warmup):
             req.infer()
         times = np.empty(self.runs)
         cpu_times = np.empty(self.runs)
-        layer_times: dict[str, list[float]] = {}
-        layer_meta: dict[str, tuple[str, str]] = {}
-        n_prof = min(self.runs, 10)
         for i in range(self.runs):
             c0 = time.process_time()
             t0 = time.perf_counter()
             req.infer()
             times[i] = (time.perf_counter() - t0) * 1e3
             cpu_times[i] = (time.process_time() - c0) * 1e3
-            if i >= self.runs - n_prof:
-                for p in req.profiling_info if hasattr(req, "profiling_info") else req.get_profiling_info():
-                    layer_times.setdefault(p.node_name, []).append(_ms(p.real_time))
-                    layer_meta[p.node_name] = (str(p.node_type), str(p.exec_type))
         self.last_times_ms = times
         self.last_cpu_times_ms = cpu_times
         q1, med, q3 = np.percentile(cpu_times if self.clock == "cpu" else times, [25, 50, 75])
-        per_layer = tuple({"name": k, "type": layer_meta[k][0], "exec_type": layer_meta[k][1],
-                           "time_ms": float(np.median(v))} for k, v in layer_times.items())
+        per_layer = tuple({"name": p.node_name, "type": str(p.node_type), "exec_type": str(p.exec_type),
+                           "time_ms": _ms(p.real_time)} for p in self._profiling(req))
         return LatencyReport(latency_ms=float(med), spread_ms=float(q3 - q1), method=self.method,
                              energy_mj=self.power_w * float(med) if self.power_w else None,
                              per_layer=per_layer)
+
+    def profile(self, requests: int = 16, runs: int = 1) -> list[dict[str, Any]]:
+        """Per executed node: median over ``requests`` fresh infer requests of its mean time (ms)
+        over ``runs`` inferences of the request (the plugin reports a per-request running mean;
+        node times are wall-clock, the median keeps out inferences preempted on a shared host).
+
+        Each dict has ``name``, ``type`` (executed layer type, e.g. ``Convolution``),
+        ``primitive`` (kernel implementation, e.g. ``brgconv_avx512_1x1_f32``), ``out_shape``,
+        ``in_shapes`` (static input shapes, weights included) and ``time_ms``; in execution order.
+        """
+        x = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
+        samples: dict[str, list[float]] = {}
+        for _ in range(max(1, requests)):
+            req = self.compiled.create_infer_request()
+            for _ in range(max(1, runs)):
+                req.infer({0: x})
+            for p in self._profiling(req):
+                samples.setdefault(p.node_name, []).append(_ms(p.real_time))
+        out = []
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            name = op.get_friendly_name()
+            if name not in samples:
+                continue
+            info = op.get_rt_info()
+            rt = {k: info[k].astype(str) if k in info else "" for k in ("layerType", "primitiveType")}
+            in_shapes = [list(i.get_partial_shape().to_shape()) if i.get_partial_shape().is_static else None
+                         for i in op.inputs()]
+            out_shapes = [list(o.get_partial_shape().to_shape()) if o.get_partial_shape().is_static else None
+                          for o in op.outputs()]
+            out.append({"name": name, "type": rt["layerType"], "primitive": rt["primitiveType"],
+                        "out_shape": out_shapes[0] if out_shapes else None, "in_shapes": in_shapes,
+                        "time_ms": float(np.median(samples[name]))})
+        return out
 
     def _measure_throughput(self, x: np.ndarray) -> LatencyReport:
         ov = _ov()
@@ -276,7 +374,7 @@ class OpenVINODeployment(Deployment):
         if queue_cls is None:  # OpenVINO 2022.x
             from openvino.runtime import AsyncInferQueue as queue_cls
         compiled = core().compile_model(self.ov_model, self.device, compile_config(
-            self.device, self.threads, throughput=True, perf_count=False))
+            self.device, self.threads, throughput=True, perf_count=False, precision=self.precision))
         jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         queue = queue_cls(compiled, jobs)
         for _ in range(max(self.warmup, jobs)):
@@ -312,14 +410,16 @@ class OpenVINOBackend(Backend):
     ``latency`` ('measure' | 'model'), ``tolerance`` (relative conversion error), ``seed``,
     ``clock``: 'wall' (default) or 'cpu' (process CPU time per inference; with ``threads=1`` the
     inference runs in the calling thread, so this is the latency without the time the process
-    waited for a core: robust on a host shared with other jobs)."""
+    waited for a core: robust on a host shared with other jobs), ``precision``: 'f32' (default,
+    the same numerics on every host), 'bf16', 'f16' or 'auto' (the plugin's host-dependent
+    default) for INFERENCE_PRECISION_HINT."""
 
     name = "openvino"
     version = "1"
 
     def __init__(self, device: str = "CPU", runs: int = 50, warmup: int = 10, threads: int | None = 1,
                  throughput: bool = False, latency: str = "measure", tolerance: float = 1e-2,
-                 seed: int = 0, clock: str = "wall", **options: Any) -> None:
+                 seed: int = 0, clock: str = "wall", precision: str = "f32", **options: Any) -> None:
         super().__init__(device=device, **options)
         if latency not in ("measure", "model"):
             raise BackendError(f"openvino option latency={latency!r}: expected 'measure' or 'model'")
@@ -331,6 +431,8 @@ class OpenVINOBackend(Backend):
             raise BackendError("openvino option clock='cpu' needs threads=1 and throughput=False "
                                "(CPU time equals latency only for one inference thread)")
         check_device(device)
+        check_precision(precision, device)
+        self.precision = precision
         self.clock = clock
         self.runs = runs
         self.warmup = warmup
@@ -342,22 +444,29 @@ class OpenVINOBackend(Backend):
         self._host_model: Any | None = None
 
     def host_model(self) -> Any:
-        """The fitted host latency model for this device and thread count."""
+        """The fitted host latency model for this device, thread count and inference precision."""
         if self._host_model is None:
             from dalp_moo.backends.host_model import HostLatencyModel
 
-            self._host_model = HostLatencyModel.load(threads=self.threads)
+            self._host_model = HostLatencyModel.load(
+                threads=self.threads, device=self.device.split(".")[0],
+                precision=effective_precision(self.device, self.precision))
         return self._host_model
 
     def info(self) -> BackendInfo:
         props = device_properties(self.device)
+        default = props.get("INFERENCE_PRECISION_HINT")
+        used = effective_precision(self.device, self.precision)
         details: dict[str, Any] = {
             "openvino_version": ov_version(), "torch_version": torch.__version__,
             "available_devices": list(core().available_devices), **props,
             "threads": self.threads, "streams": 1, "runs": self.runs, "warmup": self.warmup,
             "throughput": self.throughput, "latency": self.latency, "ir_weights": "FP16",
-            "clock": self.clock,
+            "clock": self.clock, "precision": self.precision, "inference_precision": used,
+            "plugin_default_precision": _type_name(default) if default else "unknown",
         }
+        if default is not None:  # the hint the backend compiles with, not the plugin's default
+            details["INFERENCE_PRECISION_HINT"] = used
         return BackendInfo(self.name, self.version, device=props.get("FULL_DEVICE_NAME", self.device),
                            emulated=False, details=details)
 
@@ -366,7 +475,7 @@ class OpenVINOBackend(Backend):
         return OpenVINODeployment(model, input_shape, self.device, self.threads, self.runs,
                                   self.warmup, self.throughput, self.latency, self.tolerance,
                                   self.seed, host_model=self.host_model() if self.latency == "model" else None,
-                                  clock=self.clock)
+                                  clock=self.clock, precision=self.precision)
 
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Host latency model prediction (ms) for batch-1 ``input_shape`` (no measurement)."""
