@@ -44,7 +44,6 @@ from torch.overrides import TorchFunctionMode
 from dalp_moo.log import logger
 from dalp_moo.precision.numerics import (
     FP16_OVERFLOW,
-    HalfScratch,
     exponent_segments,
     fp16_exponent_stats,
     round_fp16,
@@ -247,7 +246,6 @@ class _Fp16Mode(TorchFunctionMode):
         self.first_shift: int | None = None
         # in-place rounding (train mode): not with flush to zero (rare; general path)
         self.inplace = train and not profile.flush_subnormals
-        self.scratch = HalfScratch()
 
     # -- rounding helpers -------------------------------------------------------------------
     def _q(self, x: torch.Tensor, scale: float = 1.0, op: str = "",
@@ -257,7 +255,7 @@ class _Fp16Mode(TorchFunctionMode):
         ftz = self.p.flush_subnormals
         if self.train:
             if (fresh and self.inplace and x.dtype == torch.float32
-                    and round_fp16_(x, scale, self.scratch)):
+                    and round_fp16_(x, scale)):
                 return x
             return ste_round_fp16(x, scale, ftz, self.push)
         if self.recorder is not None:

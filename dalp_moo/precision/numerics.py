@@ -119,27 +119,12 @@ def fp16_exponent_stats(flat: torch.Tensor, segments: torch.Tensor,
     return [tuple(r) for r in torch.stack([count, total, top, low], 1).tolist()]
 
 
-class HalfScratch:
-    """Reusable float16 buffer for :func:`round_fp16_` (grows on demand; one user at a time)."""
-
-    def __init__(self) -> None:
-        self._buf = torch.empty(0, dtype=torch.float16)
-
-    def like(self, x: torch.Tensor) -> torch.Tensor:
-        """A contiguous float16 tensor of ``x``'s shape and device (contents undefined)."""
-        n = x.numel()
-        if self._buf.numel() < n or self._buf.device != x.device:
-            self._buf = torch.empty(n, dtype=torch.float16, device=x.device)
-        return self._buf[:n].view(x.shape)
-
-
 def _round_into_(x: torch.Tensor, half: torch.Tensor) -> None:
     half.copy_(x)  # float32 -> binary16, round to nearest even (the same cast as .to())
     x.copy_(half)
 
 
-def round_fp16_(x: torch.Tensor, scale: float = 1.0,
-                scratch: HalfScratch | None = None) -> bool:
+def round_fp16_(x: torch.Tensor, scale: float = 1.0) -> bool:
     """In-place equivalent of ``ste_round_fp16(x, scale)`` (no flush-to-zero) for the common
     case: if no element of the float32 tensor ``x`` overflows in the scaled domain
     (``|x| >= 65520 / scale``) and none is NaN, overwrite ``x`` with exactly the values that
@@ -156,10 +141,11 @@ def round_fp16_(x: torch.Tensor, scale: float = 1.0,
         return True
     limit = FP16_OVERFLOW / scale
     with torch.no_grad():
-        hi, lo = float(x.amax()), float(x.amin())  # two passes: faster than aminmax on CPU
+        lo_t, hi_t = torch.aminmax(x)
+        lo, hi = float(lo_t), float(hi_t)
         if not (hi < limit and lo > -limit):  # overflow, or NaN (comparisons are False)
             return False
-        half = scratch.like(x) if scratch is not None else torch.empty_like(x, dtype=torch.float16)
+        half = torch.empty_like(x, dtype=torch.float16)
         if scale >= 1.0:
             _round_into_(x, half)
             return True
