@@ -330,10 +330,16 @@ def retime(args: argparse.Namespace, archs: list, space: SearchSpace, source: An
         print(f"{name:<15} dalp/fp32 step {t['ratio_median']:.2f} ({t['dalp_step_ms']:.0f}/{t['fp32_step_ms']:.0f} ms)",
               flush=True)
     summary.setdefault("step_timing_first_pass", summary.get("step_timing_per_arch"))
+    summary["step_timing_previous"] = {k: summary.get(k) for k in
+                                       ("step_time_ratio", "step_timing_per_arch", "step_timing_note")}
     summary["step_timing_per_arch"] = timings
     summary["step_time_ratio"] = statistics.median(t["ratio_median"] for t in timings)
-    summary["step_timing_note"] = ("re-measured with --retime on models trained 1 FP32 epoch (seed 0) after the "
-                                   "input rescaling; the first pass (trained models) ran partly beside other jobs")
+    summary["step_timing_note"] = (
+        f"re-measured on {time.strftime('%Y-%m-%d')} with --retime --timing-steps {args.timing_steps} "
+        f"({torch.get_num_threads()} threads) on models trained 1 FP32 epoch (seed 0) after the input rescaling"
+        + (f"; {args.timing_note}" if args.timing_note else "")
+        + "; step_timing_previous holds the measurement this one replaced, step_timing_first_pass the first "
+          "pass (trained models, partly beside other jobs)")
     print(f"median dalp/fp32 step ratio: {summary['step_time_ratio']:.3f}")
     out.write_text(json.dumps(summary, indent=2, default=float))
     print(f"updated {out}")
@@ -358,6 +364,8 @@ def main() -> None:
     ap.add_argument("--retime", action="store_true",
                     help="only re-measure the step times (models trained 1 FP32 epoch, seed 0) and update "
                          "the timing keys of the existing --out JSON")
+    ap.add_argument("--timing-note", default="",
+                    help="with --retime: text added to step_timing_note (e.g. the conditions of the measurement)")
     ap.add_argument("--archs", default="", help="comma-separated subset of architecture names")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "deployment_gap.json"))
     args = ap.parse_args()
