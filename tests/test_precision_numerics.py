@@ -264,6 +264,12 @@ def test_fp16_accumulation_chunks() -> None:
     g1 = deploy_fp16(grouped, "ieee", accumulation="fp16", accum_chunk=2)(xg)
     with torch.no_grad():
         assert float((g1 - grouped(xg)).abs().max()) < 0.05
+    lin = nn.Linear(32, 5).eval()  # bias on the last dim, any leading dims
+    xl = torch.randn(2, 3, 32)
+    yl = deploy_fp16(lin, "ieee", accumulation="fp16", accum_chunk=8)(xl)
+    assert yl.shape == (2, 3, 5)
+    with torch.no_grad():
+        assert float((yl - lin(xl)).abs().max()) < 0.02
 
 
 def test_input_conversion_switch() -> None:

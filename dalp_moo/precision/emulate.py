@@ -352,7 +352,9 @@ class _Fp16Mode(TorchFunctionMode):
             part = self._q_plain(part)
             acc = part if acc is None else self._q_plain(acc + part)
         if b is not None:
-            shape = (1, -1) + (1,) * (acc.dim() - 2)
+            # linear: features on the last dim (any leading dims); conv: channels on dim 1
+            shape = ((1,) * (acc.dim() - 1) + (-1,)) if name == "linear" else (
+                (1, -1) + (1,) * (acc.dim() - 2))
             acc = acc + b.view(shape)
         return acc
 
