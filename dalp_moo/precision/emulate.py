@@ -222,6 +222,13 @@ def _bn_factors(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, b - bn.running_mean * scale
 
 
+def _fold_bn(w: torch.Tensor, b: torch.Tensor | None,
+             bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a conv with ``bn`` folded in (FP32, differentiable, new tensors)."""
+    s, t = _bn_factors(bn)
+    return w * s.view(-1, *([1] * (w.dim() - 1))), (t if b is None else b * s + t)
+
+
 class _Fp16Mode(TorchFunctionMode):
     """Computes intercepted ops under a numerics profile.
 
@@ -300,9 +307,7 @@ class _Fp16Mode(TorchFunctionMode):
             w16, b16 = prep.w16, prep.b16
         else:
             if bn is not None:  # fold on the fly (frozen statistics)
-                s, t = _bn_factors(bn)
-                w = w * s.view(-1, *([1] * (w.dim() - 1)))
-                b = t if b is None else b * s + t
+                w, b = _fold_bn(w, b, bn)
             w16, b16 = self._qw(w), self._qw(b)
         shift = self._shift(wid, w16, None if prep is None else prep.shift)
         scale = 2.0 ** shift
@@ -595,10 +600,8 @@ class _Aligned:
                     or (b is not None and b.dtype != torch.float32)):
                 continue
             bn = plan.fold.get(wid)
-            if bn is not None:  # the same ops as the fold in _Fp16Mode._hw
-                s, t = _bn_factors(bn)
-                wf = w * s.view(-1, *([1] * (w.dim() - 1)))
-                bf = t if b is None else b * s + t
+            if bn is not None:  # the same fold as in _Fp16Mode._hw
+                wf, bf = _fold_bn(w, b, bn)
             else:
                 wf, bf = w.clone(), None if b is None else b.clone()
             layers.append(_PreparedLayer(w, b, wf, bf, 0))
