@@ -207,7 +207,10 @@ def test_weights_analysis_shift_hand_made() -> None:
     # mean -18/4 = -4.5 -> -4 (truncated toward zero) -> min(15 - 12, 4) = 3
     big = torch.tensor([4096.0, 2.0 ** -10, 2.0 ** -10, 2.0 ** -10])
     assert weights_analysis_shift(big, "conv") == 3
-    assert weights_analysis_shift(torch.zeros(5), "conv") == 0
+    # no normal weight: meanExp -15, maxExp -15 -> min(30, 15) = 15 -> clamp 8 (first: 15 - 8 = 7)
+    assert weights_analysis_shift(torch.zeros(5), "conv") == 8
+    assert weights_analysis_shift(torch.full((3,), 2.0 ** -20), "fc") == 9
+    assert weights_analysis_shift(torch.zeros(5), "conv", first_layer=True) == 7
     assert weights_analysis_shift(tiny, "conv", profile=get_profile("myriadx", conv_shift_max=6)) == 6
 
 
@@ -230,20 +233,125 @@ def test_myriadx_overflows_in_scaled_domain() -> None:
     assert torch.equal(off, ieee)
 
 
-def test_input_preprocessing_rule() -> None:
+def _two_convs(w1: float, w2: float, cin: int = 4, bias2: float | None = None) -> nn.Sequential:
+    conv1 = nn.Conv2d(cin, 4, 1, bias=False)
+    conv2 = nn.Conv2d(4, 4, 1, bias=bias2 is not None)
+    with torch.no_grad():
+        conv1.weight.fill_(w1)
+        conv2.weight.fill_(w2)
+        if bias2 is not None:
+            conv2.bias.fill_(bias2)
+    return nn.Sequential(conv1, conv2).eval()
+
+
+def test_rule_a_raw_input_is_growing_output() -> None:
+    """weights_analysis.cpp, checkGrowingOutput: true unless an input-fed Power/Convert/
+    ScaleShift stage has a scale < 0.1, so a raw input (no preprocessing) is growing.
+    Hand-worked: layer 1 weights 0.75 (exponent -1): raw shift min(15 + 1, 1) = 1 < 4 with 4 input
+    channels -> normalVal 5; layer 1: 1 - 5 < 1 -> no scaling; layer 2 weights 2**-7: raw 7,
+    corrected 7, 7 - 5 = 2."""
     from dalp_moo.model import InputNorm
 
-    conv = nn.Conv2d(4, 4, 1, bias=False)
-    with torch.no_grad():
-        conv.weight.fill_(0.75)  # exponent -1: shift min(16, 1) = 1 < 4
     x = torch.rand(1, 4, 4, 4)
-    with_scale = nn.Sequential(InputNorm([0.5] * 4, [0.5] * 4), conv)  # scale >= 0.1
-    d = deploy_fp16(with_scale, "myriadx", example_input=x)
-    assert d.shifts()["1.weight"] == 1 - 5
-    small_scale = nn.Sequential(InputNorm([0.5] * 4, [0.01] * 4), conv)
-    assert deploy_fp16(small_scale, "myriadx", example_input=x).shifts()["1.weight"] == 1
-    assert deploy_fp16(with_scale, "myriadx", example_input=x,
-                       input_preproc_rule=False).shifts()["1.weight"] == 1
+    raw = _two_convs(0.75, 2.0 ** -7)
+    assert deploy_fp16(raw, "myriadx", example_input=x).shifts() == {"0.weight": 0, "1.weight": 2}
+    identity = nn.Sequential(InputNorm([0.0] * 4, [1.0] * 4), *_two_convs(0.75, 2.0 ** -7))
+    assert deploy_fp16(identity, "myriadx", example_input=x).shifts() == {
+        "1.weight": 0, "2.weight": 2}
+    # a preprocessing ScaleShift with a scale < 0.1 in front of the network (not folded into the
+    # convolution): not growing, no offset -> shifts 1 and 7
+    small = nn.Sequential(InputNorm([0.5] * 4, [0.05] * 4), *_two_convs(0.75, 2.0 ** -7))
+    assert deploy_fp16(small, "myriadx", example_input=x, fold_input_scale=False).shifts() == {
+        "1.weight": 1, "2.weight": 7}
+    big = nn.Sequential(InputNorm([0.5] * 4, [0.5] * 4), *_two_convs(0.75, 2.0 ** -7))
+    assert deploy_fp16(big, "myriadx", example_input=x, fold_input_scale=False).shifts() == {
+        "1.weight": 0, "2.weight": 2}
+    # the switch, and the first layer's "more than one input channel per group" condition
+    assert deploy_fp16(raw, "myriadx", example_input=x, input_preproc_rule=False).shifts() == {
+        "0.weight": 1, "1.weight": 7}
+    single = _two_convs(0.75, 2.0 ** -7, cin=1)
+    assert deploy_fp16(single, "myriadx", example_input=torch.rand(1, 1, 4, 4)).shifts() == {
+        "0.weight": 1, "1.weight": 7}
+
+
+def test_rule_b_first_shift_tested_before_correction() -> None:
+    """The plugin tests "first shift < 4" on the raw shift, before the first-layer -8 correction
+    and the clamp. Hand-worked: layer 1 weights 2**-11: raw min(26, 11) = 11, not < 4 -> no
+    offset; corrected 11 - 8 = 3. Layer 2 weights 2**-6: 6. (Testing after the correction,
+    3 < 4, would subtract 5 from both.)"""
+    d = deploy_fp16(_two_convs(2.0 ** -11, 2.0 ** -6), "myriadx",
+                    example_input=torch.rand(1, 4, 4, 4))
+    assert d.shifts() == {"0.weight": 3, "1.weight": 6}
+
+
+def test_rule_c_only_positive_shifts_scale() -> None:
+    """scale = 1 << shift only when shift >= 1; a smaller shift means no scaling. Hand-worked:
+    weights 2.0 (exponent 1): raw min(14, -1) = -1, growing offset 5 -> -6: no scaling, so an
+    output of 2**-23 (a subnormal) survives; scaling by 2**-6 would have flushed it to 0."""
+    model = nn.Conv2d(2, 1, 1, bias=False).eval()
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    x = torch.tensor([2.0 ** -24, 0.0]).view(1, 2, 1, 1)
+    d = deploy_fp16(model, "myriadx", example_input=x)
+    assert d.shifts() == {"weight": 0}
+    assert d(x).item() == 2.0 ** -23 == deploy_fp16(model, "ieee")(x).item()
+
+
+def test_rule_d_all_zero_layer_gets_the_clamp() -> None:
+    """A layer with no normal weight reads meanExp = maxExp = -15: raw min(30, 15) = 15 ->
+    clamp 8. Hand-worked: layer 1 weights 2**-5 (raw 5, no offset), layer 2 all-zero weights with
+    bias 300: shift 8, the bias stored in the 2**8 domain is 76800 > 65504: inf on the device
+    (overflow 'inf'), 65504 / 256 = 255.875 when saturating."""
+    model = _two_convs(2.0 ** -5, 0.0, bias2=300.0)
+    x = torch.rand(1, 4, 2, 2)
+    d = deploy_fp16(model, "myriadx", example_input=x)
+    assert d.shifts() == {"0.weight": 5, "1.weight": 8}
+    assert torch.isinf(d(x)).all()
+    sat = deploy_fp16(model, "myriadx", example_input=x, overflow="saturate")
+    assert (sat(x) == 255.875).all()
+    assert (deploy_fp16(model, "ieee")(x) == 300.0).all()
+
+
+def test_overflow_switch_rounding() -> None:
+    x = torch.tensor([65519.0, 65520.0, -1e6, float("nan"), float("inf")])
+    q = round_fp16(x, saturate=True)
+    assert q[:3].tolist() == [65504.0, 65504.0, -65504.0]
+    assert torch.isnan(q[3]) and q[4] == 65504.0
+    assert torch.isinf(round_fp16(x)[1])
+    with pytest.raises(ConfigError):
+        get_profile("myriadx", overflow="wrap")
+    with pytest.raises(ConfigError):
+        get_profile("myriadx", resize_mode="nearest")
+
+
+def test_resize_coordinate_switch() -> None:
+    # 2x bilinear upsampling of [0, 4]: asymmetric src = dst / 2 -> [0, 2, 4, 4]; half-pixel
+    # (the model's) src = (dst + 0.5) / 2 - 0.5 -> [0, 1, 3, 4]
+    up = Fn(lambda s, x: F.interpolate(x, size=(1, 4), mode="bilinear", align_corners=False))
+    x = torch.tensor([[[[0.0, 4.0]]]])
+    assert deploy_fp16(up, "myriadx")(x).flatten().tolist() == [0.0, 2.0, 4.0, 4.0]
+    assert deploy_fp16(up, "myriadx", resize_mode="model")(x).flatten().tolist() == [
+        0.0, 1.0, 3.0, 4.0]
+    assert deploy_fp16(up, "ieee")(x).flatten().tolist() == [0.0, 1.0, 3.0, 4.0]
+    corners = Fn(lambda s, x: F.interpolate(x, size=(1, 4), mode="bilinear", align_corners=True))
+    with torch.no_grad():
+        assert torch.equal(deploy_fp16(corners, "myriadx")(x), round_fp16(corners(x)))  # kept
+    # scale factor form and a 2-d case against a direct computation
+    torch.manual_seed(0)
+    x2 = torch.randn(2, 3, 5, 7)
+    by_factor = Fn(lambda s, x: F.interpolate(x, scale_factor=2, mode="bilinear",
+                                              align_corners=False))
+    y = deploy_fp16(by_factor, "myriadx", input_fp16=False, eltwise_fp16=False)(x2)
+    ref = torch.empty(2, 3, 10, 14)
+    for i in range(10):
+        for j in range(14):
+            sy, sx = i / 2, j / 2
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, 4), min(x0 + 1, 6)
+            fy, fx = sy - y0, sx - x0
+            ref[..., i, j] = ((1 - fy) * ((1 - fx) * x2[..., y0, x0] + fx * x2[..., y0, x1])
+                              + fy * ((1 - fx) * x2[..., y1, x0] + fx * x2[..., y1, x1]))
+    assert torch.allclose(y, ref, atol=1e-6)
 
 
 def test_fp16_accumulation_chunks() -> None:
@@ -367,7 +475,7 @@ def test_prepared_bias_exactness_rule() -> None:
         if trial % 4 == 0:
             b[0] = 0.0
         _, _, max_exp, min_exp = fp16_exponent_stats(b, exponent_segments([b.numel()]), 1)[0]
-        layer = _PreparedLayer(b, None, b, b, 0, max_exp, min_exp)
+        layer = _PreparedLayer(b, None, b, b, 0, bias_max_exp=max_exp, bias_min_exp=min_exp)
         for shift in range(-20, 10):
             if layer.bias_exact(shift):
                 exact += 1

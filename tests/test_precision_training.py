@@ -23,6 +23,7 @@ from dalp_moo.precision import (
     diagnose,
     format_diagnostics,
     gap_recovered,
+    get_profile,
     run_regimes,
     ste_round_fp16,
 )
@@ -196,16 +197,22 @@ def test_input_rescaling_removes_first_layer_overflow_and_keeps_fp32_function() 
     with torch.no_grad():
         model[1].weight.uniform_(0.05, 0.15)  # shift 3: 36 x 4000 x 0.1 x 8 overflows
     x = torch.full((2, 4, 8, 8), 4000.0)
+    # the converted graph (input scale folded back into the convolution) undoes any rescaling
+    assert rescale_input_for_headroom(copy.deepcopy(model), x, "myriadx") == 0
+    # on the torch module as written, without the growing-output rule (which would lower every
+    # shift by 5 here and leave nothing to fix), the rescaling gives the first layer headroom
+    prof = get_profile("myriadx", fold_input_scale=False, input_preproc_rule=False)
     with torch.no_grad():
         before = model(x)
-    assert diagnose(model, "myriadx", x)["summary"]["overflow"] > 0
-    k = rescale_input_for_headroom(model, x, "myriadx")
+    assert diagnose(model, prof, x)["summary"]["overflow"] > 0
+    assert diagnose(model, "myriadx", x)["summary"]["overflow"] == 0  # rule fires: no overflow
+    k = rescale_input_for_headroom(model, x, prof)
     assert k >= 1
     with torch.no_grad():
         after = model(x)
     assert torch.allclose(before, after, rtol=1e-6)
-    assert diagnose(model, "myriadx", x)["summary"]["overflow"] == 0
-    assert rescale_input_for_headroom(model, x, "myriadx") == 0  # nothing left to fix
+    assert diagnose(model, prof, x)["summary"]["overflow"] == 0
+    assert rescale_input_for_headroom(model, x, prof) == 0  # nothing left to fix
     assert rescale_input_for_headroom(model, x, "ieee") == 0
 
 

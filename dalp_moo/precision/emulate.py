@@ -12,10 +12,21 @@ functional ops written inline in a ``forward`` (``x + skip``, ``torch.cat``,
   (``eltwise_fp16``), except ops that cannot change FP16 values (views, cat, max pooling, ReLU,
   clamps), which are passed through.
 
-Batch norm is folded into the preceding convolution when that convolution's output feeds only
-the batch norm (found by one probe forward on the first batch), exactly as deployment folds it:
-``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta`` in FP32, then
-rounded to FP16. Other batch norms run as an FP16 scale-shift with running statistics.
+What is emulated is the converted graph, not the torch module as written (measured with
+``ov.convert_model``, OpenVINO 2026.4.1, on the project's U-Nets):
+
+* the input normalisation's multiply (``InputNorm.scale``) is folded into the convolutions that
+  read its output (their weights scaled per input channel, in FP32, before FP16 storage and
+  weights analysis; profile switch ``fold_input_scale``); the subtraction stays a separate add;
+* batch norm is folded into the preceding convolution when that convolution's output feeds only
+  the batch norm (found by one probe forward on the first batch):
+  ``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta`` in FP32,
+  then rounded to FP16. Other batch norms run as an FP16 scale-shift with running statistics.
+
+Bilinear resizes without ``align_corners`` run with the profile's ``resize_mode`` (the MYRIAD
+Interp stage uses asymmetric coordinates). Overflow follows the profile's ``overflow`` switch
+(``inf`` or ``saturate``) in the deployed copy and in the aligned forward (see
+:func:`aligned_training` for how training handles ``inf``).
 
 Training forwards take a faster route that computes the same values (see
 ``tests/test_precision_training.py``): before the forward, the folded FP16 weights and the
@@ -43,14 +54,18 @@ from torch.overrides import TorchFunctionMode
 
 from dalp_moo.log import logger
 from dalp_moo.precision.numerics import (
-    FP16_OVERFLOW,
+    applied_shift,
+    correct_shift,
     exponent_segments,
+    fmt_of,
     fp16_exponent_stats,
-    round_fp16,
+    growing_output,
+    growing_output_offset,
+    raw_shift_from_exponent_stats,
+    raw_weights_analysis_shift,
     round_fp16_,
-    shift_from_exponent_stats,
+    round_profile,
     ste_round_fp16,
-    weights_analysis_shift,
 )
 from dalp_moo.precision.profiles import NumericsProfile, get_profile
 
@@ -104,15 +119,21 @@ class ModelPlan:
     """What one probe forward found out about a model (valid while its structure is fixed).
 
     ``fold`` maps id(conv weight) -> the batch norm folded into it; ``order`` lists hardware
-    layer weights (ids) in execution order; ``preproc_scale_ok`` tells whether the model has a
-    non-identity ``InputNorm`` whose every scale is >= the profile's threshold.
+    layer weights (ids) in execution order, ``kinds`` their kind ('conv' or 'fc');
+    ``first_cin`` is the first hardware layer's input channels per group; ``input_fold`` the
+    weights (ids) of the convolutions into which the converter folds the input normalisation's
+    scale (empty: not folded), ``norm`` the input normalisation whose multiply is then skipped;
+    ``growing`` the plugin's growing-output check on the converted graph.
     """
 
     fold: dict[int, nn.BatchNorm2d] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
     kinds: dict[int, str] = field(default_factory=dict)
-    preproc_scale_ok: bool = False
-    shifts: dict[int, int] = field(default_factory=dict)  #: static shifts (deployed copies)
+    first_cin: int = 0
+    input_fold: frozenset[int] = frozenset()
+    norm: nn.Module | None = None
+    growing: bool = True
+    shifts: dict[int, int] = field(default_factory=dict)  #: applied shifts (deployed copies)
 
 
 @dataclass
@@ -123,15 +144,16 @@ class _PreparedLayer:
     bias: torch.Tensor | None  #: the bias parameter it is called with
     w16: torch.Tensor  #: folded, FP16-rounded weight (gradient: straight through)
     b16: torch.Tensor | None  #: folded, FP16-rounded bias
-    shift: int  #: weights-analysis shift before the input-preprocessing rule
+    shift: int  #: corrected weights-analysis shift, before the growing-output rule
+    raw: int = 0  #: uncorrected shift ``min(15 - maxExp, -meanExp)``
     bias_max_exp: int = -15  #: largest exponent of a normal FP16 value in ``b16`` (or -15)
     bias_min_exp: int = 127  #: exponent of the smallest non-zero magnitude in ``b16`` (or 127)
 
     def bias_exact(self, shift: int) -> bool:
-        """Whether storing ``b16`` in the domain scaled by ``2**shift`` (round, descale, round)
-        returns it unchanged without overflow: for ``shift > 0`` when ``|b| < 2**(16 - shift)``
-        (then ``|b| * 2**shift <= 65504``), for ``shift < 0`` when every non-zero ``|b| >=
-        2**(-shift - 14)`` (then ``b * 2**shift`` is a normal FP16 value with the same
+        """Whether storing ``b16`` (FP16) in the domain scaled by ``2**shift`` (round, descale,
+        round) returns it unchanged without overflow: for ``shift > 0`` when ``|b| < 2**(16 -
+        shift)`` (then ``|b| * 2**shift <= 65504``), for ``shift < 0`` when every non-zero
+        ``|b| >= 2**(-shift - 14)`` (then ``b * 2**shift`` is a normal FP16 value with the same
         significand)."""
         if shift > 0:
             return self.bias_max_exp < 16 - shift
@@ -147,6 +169,9 @@ class _ProbeMode(TorchFunctionMode):
         self.conv_out: dict[int, list[Any]] = {}  # id(out) -> [out, weight, uses, bn]
         self.order: list[int] = []
         self.kinds: dict[int, str] = {}
+        self.first_cin = 0
+        self.norm_out: torch.Tensor | None = None  # the input normalisation's output
+        self.norm_consumers: list[tuple[str, Any, int]] = []  # (op, weight or None, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
@@ -165,10 +190,21 @@ class _ProbeMode(TorchFunctionMode):
                 if name == "batch_norm" and args and args[0] is t:
                     rm = args[1] if len(args) > 1 else kwargs.get("running_mean")
                     rec[3] = self.bn_by_stat.get(id(rm))
+        if self.norm_out is not None and any(t is self.norm_out for t in tensors):
+            if name == "conv2d" and args and args[0] is self.norm_out:
+                _, w, _, opts = _conv_sig(*args, **kwargs)
+                self.norm_consumers.append((name, w, int(opts["groups"])))
+            else:
+                self.norm_consumers.append((name, None, 1))
         out = func(*args, **kwargs)
         if name in _HW:
             w = args[1] if len(args) > 1 else kwargs["weight"]
             if id(w) not in self.kinds:
+                if not self.order:  # input channels per group of the first hardware layer
+                    groups = int(kwargs.get("groups", args[6] if len(args) > 6 else 1)) \
+                        if name != "linear" else 1
+                    self.first_cin = (int(w.shape[0]) // groups if name == "conv_transpose2d"
+                                      else int(w.shape[1]))
                 self.order.append(id(w))
                 self.kinds[id(w)] = "fc" if name == "linear" else "conv"
             if name == "conv2d":
@@ -192,6 +228,10 @@ def probe(model: nn.Module, x: torch.Tensor, profile: NumericsProfile,
     bn_by_stat = {id(m.running_mean): m for m in model.modules()
                   if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None}
     mode = _ProbeMode(bn_by_stat)
+    norm = _find_input_norm(model)
+    hook = None
+    if norm is not None:
+        hook = norm.register_forward_hook(lambda m, i, o: setattr(mode, "norm_out", o))
     was_training = model.training
     model.eval()
     try:
@@ -199,17 +239,28 @@ def probe(model: nn.Module, x: torch.Tensor, profile: NumericsProfile,
             (forward or model)(x[:1])
     finally:
         model.train(was_training)
-    plan = ModelPlan(order=mode.order, kinds=mode.kinds)
+        if hook is not None:
+            hook.remove()
+    plan = ModelPlan(order=mode.order, kinds=mode.kinds, first_cin=mode.first_cin)
     for out, w, uses, bn in mode.conv_out.values():
         if uses == 1 and bn is not None and bn.track_running_stats:
             plan.fold[id(w)] = bn
-    norm = _find_input_norm(model)
+    preproc: list[float] | None = None  # scales of the preprocessing stage fed by the input
     if norm is not None:
         scale = norm.scale.detach().float()
         shift = norm.shift.detach().float()
         identity = bool((scale == 1).all() and (shift == 0).all())
-        plan.preproc_scale_ok = (not identity) and bool(
-            (scale.abs() >= profile.input_preproc_min_scale).all())
+        uniform = bool((scale == scale.flatten()[0]).all())
+        foldable = bool(mode.norm_consumers) and all(
+            op == "conv2d" and (groups == 1 or uniform) for op, _, groups in mode.norm_consumers)
+        if not identity and profile.fold_input_scale and foldable:
+            # the converter folds the multiply into the convolutions; the remaining subtraction
+            # is a stage with scale 1
+            plan.input_fold = frozenset(id(w) for _, w, _ in mode.norm_consumers)
+            plan.norm = norm
+        elif not identity:
+            preproc = [float(v) for v in scale.flatten()]
+    plan.growing = growing_output(preproc, profile)
     return plan
 
 
@@ -229,13 +280,65 @@ def _fold_bn(w: torch.Tensor, b: torch.Tensor | None,
     return w * s.view(-1, *([1] * (w.dim() - 1))), (t if b is None else b * s + t)
 
 
+def _fold_input_scale(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Conv weight ``[out, in/groups, kh, kw]`` with the input normalisation's per-channel
+    ``scale`` (``[1, in, 1, 1]``) folded in (FP32, differentiable, a new tensor); a grouped
+    convolution is only folded with a uniform scale (see :func:`probe`)."""
+    s = scale.reshape(-1).to(w.dtype)
+    if s.numel() == w.shape[1]:
+        return w * s.view(1, -1, 1, 1)
+    return w * s[0]
+
+
+def _interp_sig(input, size=None, scale_factor=None, mode="nearest", align_corners=None,  # noqa
+                recompute_scale_factor=None, antialias=False):
+    return input, size, scale_factor, mode, align_corners
+
+
+def _axis_taps(n_in: int, n_out: int, ratio: float,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric linear taps along one axis: ``src = dst * ratio``; indices i0, i1 and the
+    weight of i1 (float32)."""
+    src = torch.arange(n_out, device=device, dtype=torch.float32) * ratio
+    i0 = torch.floor(src).clamp_(0, n_in - 1)
+    frac = (src - i0).clamp_(0.0, 1.0)
+    i0 = i0.long()
+    return i0, (i0 + 1).clamp_(max=n_in - 1), frac
+
+
+def _asymmetric_resize(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A bilinear ``F.interpolate`` without ``align_corners`` computed with asymmetric
+    coordinates (``src = dst * in / out``, or ``dst / scale_factor``), as the MYRIAD Interp
+    stage runs it; None for every other resize (computed as the model asks)."""
+    x, size, scale_factor, mode, align_corners = _interp_sig(*args, **kwargs)
+    if mode != "bilinear" or align_corners or x.dim() != 4:
+        return None
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if size is not None:
+        oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        ry, rx = h / oh, w / ow
+    else:
+        sy, sx = (scale_factor, scale_factor) if not isinstance(scale_factor, (tuple, list)) \
+            else scale_factor
+        oh, ow = int(h * sy), int(w * sx)  # floor, as torch computes the output size
+        ry, rx = 1.0 / float(sy), 1.0 / float(sx)
+    y0, y1, fy = _axis_taps(h, oh, ry, x.device)
+    x0, x1, fx = _axis_taps(w, ow, rx, x.device)
+    fy = fy.to(x.dtype).view(1, 1, -1, 1)
+    fx = fx.to(x.dtype).view(1, 1, 1, -1)
+    rows = x.index_select(2, y0) * (1 - fy) + x.index_select(2, y1) * fy
+    return rows.index_select(3, x0) * (1 - fx) + rows.index_select(3, x1) * fx
+
+
 class _Fp16Mode(TorchFunctionMode):
     """Computes intercepted ops under a numerics profile.
 
-    ``train=False``: plain rounding (inf on overflow), weights already prepared (deployed copy).
-    ``train=True``: straight-through rounding (saturating forward, see ``ste_round_fp16``),
-    batch norm folded on the fly with frozen running statistics, shifts recomputed from the
-    current weights.
+    ``train=False``: plain rounding under the profile's overflow semantics, weights already
+    prepared (deployed copy: batch norm and input scale folded, static shifts).
+    ``train=True``: batch norm and input scale folded on the fly (frozen running statistics),
+    shifts recomputed from the current weights; with autograd recording, straight-through
+    rounding (saturating forward, see ``ste_round_fp16``; the restoring push on overflow only
+    under ``overflow='inf'``), without it (validation) the deployed rounding, inf included.
     """
 
     def __init__(self, profile: NumericsProfile, plan: ModelPlan, train: bool,
@@ -243,57 +346,65 @@ class _Fp16Mode(TorchFunctionMode):
                  recorder: Any = None, prepared: dict[int, _PreparedLayer] | None = None) -> None:
         super().__init__()
         self.p = profile
+        self.fmt = fmt_of(profile)
         self.plan = plan
         self.train = train
         self.own = own_tensors or {}  # id(param/buffer) -> is_parameter (train mode)
-        self.push = overflow_push
+        # saturation is the deployed function: its gradient is the clamp's (no push)
+        self.push = overflow_push if profile.overflow == "inf" else 0.0
         self.recorder = recorder
         self.prepared = prepared or {}  # id(weight) -> prepared layer (train mode)
         self.pending_bn: dict[int, torch.Tensor] = {}
-        self.first_shift: int | None = None
+        self.offset: int | None = None  # growing-output rule (set by the first hardware layer)
         # in-place rounding (train mode): not with flush to zero (rare; general path)
         self.inplace = train and not profile.flush_subnormals
+        norm = plan.norm if plan.input_fold else None
+        self.norm_scale = None if norm is None else norm.scale  # folded: its multiply is skipped
 
     # -- rounding helpers -------------------------------------------------------------------
     def _q(self, x: torch.Tensor, scale: float = 1.0, op: str = "",
            fresh: bool = False) -> torch.Tensor:
-        """``x`` rounded to FP16 (in the domain scaled by ``scale``). ``fresh``: ``x`` is a new
-        result of an op whose backward does not read it, so training may round it in place."""
-        ftz = self.p.flush_subnormals
+        """``x`` stored under the profile (in the domain scaled by ``scale``). ``fresh``: ``x``
+        is a new result of an op whose backward does not read it, so training may round it in
+        place."""
         if self.train:
             if (fresh and self.inplace and x.dtype == torch.float32
-                    and round_fp16_(x, scale)):
+                    and round_fp16_(x, scale, self.fmt)):
                 return x
-            return ste_round_fp16(x, scale, ftz, self.push)
+            if torch.is_grad_enabled():
+                return ste_round_fp16(x, scale, self.p.flush_subnormals, self.push, self.fmt)
+            return round_profile(x, self.p, scale)
         if self.recorder is not None:
-            return self.recorder.round(x, scale, ftz, op)
-        if scale == 1.0:
-            return round_fp16(x, ftz)
-        return round_fp16(round_fp16(x * scale, ftz) * (1.0 / scale), ftz)
+            return self.recorder.round(x, scale, self.p, op)
+        return round_profile(x, self.p, scale)
 
     def _qw(self, w: torch.Tensor | None) -> torch.Tensor | None:
-        """FP16 weights: prepared in deployed copies, straight-through rounded in training."""
+        """Stored weights: prepared in deployed copies, straight-through rounded in training."""
         if w is None or not self.train:
             return w
-        return ste_round_fp16(w, 1.0, self.p.flush_subnormals, 0.0)
+        if not torch.is_grad_enabled():
+            return round_profile(w, self.p)
+        return ste_round_fp16(w, 1.0, self.p.flush_subnormals, 0.0, self.fmt)
 
     # -- hardware layers --------------------------------------------------------------------
-    def _shift(self, wid: int, w16: torch.Tensor, raw: int | None = None) -> int:
-        """Shift of the layer with weight ``wid`` (FP16 weights ``w16``); ``raw``: the shift
-        before the input-preprocessing rule when already known (prepared layers)."""
+    def _shift(self, wid: int, w16: torch.Tensor, prep: _PreparedLayer | None = None) -> int:
+        """Applied shift of the layer with weight ``wid`` (stored weights ``w16``); ``prep``
+        holds its raw and corrected shifts when already known (prepared layers)."""
         if not self.p.weights_analysis:
             return 0
         if not self.train and wid in self.plan.shifts:
             return self.plan.shifts[wid]
         kind = self.plan.kinds.get(wid, "conv")
         first = bool(self.plan.order) and self.plan.order[0] == wid
-        s = raw if raw is not None else weights_analysis_shift(w16.detach(), kind, first, self.p)
+        if prep is not None:
+            raw, corrected = prep.raw, prep.shift
+        else:
+            raw = raw_weights_analysis_shift(w16.detach())
+            corrected = correct_shift(raw, kind, first, self.p)
         if first:
-            self.first_shift = s
-        if (self.p.input_preproc_rule and self.plan.preproc_scale_ok
-                and self.first_shift is not None and self.first_shift < 4):
-            s -= 5
-        return s
+            self.offset = growing_output_offset(raw, self.plan.first_cin, self.plan.growing,
+                                                self.p)
+        return applied_shift(corrected, self.offset or 0)
 
     def _hw(self, name: str, args: tuple, kwargs: dict) -> torch.Tensor:
         sig = {"conv2d": _conv_sig, "conv_transpose2d": _convt_sig, "linear": _linear_sig}[name]
@@ -306,10 +417,12 @@ class _Fp16Mode(TorchFunctionMode):
         if prep is not None:
             w16, b16 = prep.w16, prep.b16
         else:
+            if self.train and wid in self.plan.input_fold and self.norm_scale is not None:
+                w = _fold_input_scale(w, self.norm_scale)  # the converter's fold, on the fly
             if bn is not None:  # fold on the fly (frozen statistics)
                 w, b = _fold_bn(w, b, bn)
             w16, b16 = self._qw(w), self._qw(b)
-        shift = self._shift(wid, w16, None if prep is None else prep.shift)
+        shift = self._shift(wid, w16, prep)
         scale = 2.0 ** shift
         fn = {"conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d, "linear": F.linear}[name]
         if self.p.accumulation == "fp16" and name != "conv_transpose2d":
@@ -324,8 +437,7 @@ class _Fp16Mode(TorchFunctionMode):
             # bias is stored scaled in FP16 (may overflow there)
             if scale != 1.0 and b16 is not None:
                 if not self.train:
-                    b16 = round_fp16(round_fp16(b16 * scale, self.p.flush_subnormals)
-                                     * (1.0 / scale))
+                    b16 = round_profile(b16, self.p, scale)
                 elif prep is None or not prep.bias_exact(shift):
                     b16 = self._q(b16, scale)
             y = fn(x, w16, b16, **opts)
@@ -364,16 +476,16 @@ class _Fp16Mode(TorchFunctionMode):
         return acc
 
     def _q_plain(self, x: torch.Tensor) -> torch.Tensor:
-        if self.train:
-            return ste_round_fp16(x, 1.0, self.p.flush_subnormals, self.push)
-        return round_fp16(x, self.p.flush_subnormals)
+        if self.train and torch.is_grad_enabled():
+            return ste_round_fp16(x, 1.0, self.p.flush_subnormals, self.push, self.fmt)
+        return round_profile(x, self.p)
 
     # -- dispatcher ------------------------------------------------------------------------
     def _own_args(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Round the model's own parameters/buffers used directly by element-wise ops."""
         def conv(a: Any) -> Any:
             if isinstance(a, torch.Tensor) and id(a) in self.own and a.is_floating_point():
-                return self._qw(a) if self.own[id(a)] else round_fp16(a, self.p.flush_subnormals)
+                return self._qw(a) if self.own[id(a)] else round_profile(a, self.p)
             return a
         return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
 
@@ -384,6 +496,14 @@ class _Fp16Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         if name in _HW:
             return self._hw(name, args, kwargs)
+        if (self.norm_scale is not None and name in ("mul", "__mul__", "__rmul__")
+                and len(args) == 2 and any(a is self.norm_scale for a in args)):
+            # the input normalisation's multiply, folded into the convolutions reading it
+            return args[0] if args[1] is self.norm_scale else args[1]
+        if name == "interpolate" and self.p.resize_mode == "asymmetric":
+            out = _asymmetric_resize(args, kwargs)
+            if out is not None:
+                return self._q(out, 1.0, name, fresh=True) if self.p.eltwise_fp16 else out
         if name == "batch_norm" and self.pending_bn:
             x = args[0] if args else kwargs.get("input")
             folded = self.pending_bn.pop(id(x), None)
@@ -406,7 +526,7 @@ class _Fp16Mode(TorchFunctionMode):
                 return out
             if name.endswith("_") and not name.startswith("__"):  # in-place: round in place
                 with torch.no_grad():
-                    out.data.copy_(round_fp16(out.data, self.p.flush_subnormals))
+                    out.data.copy_(round_profile(out.data, self.p))
                 return out
             fresh = (name in _FRESH and "out" not in kwargs and not out._is_view()
                      and not any(out is a for a in args))
@@ -416,12 +536,12 @@ class _Fp16Mode(TorchFunctionMode):
         return out
 
 
-def _round_model_(model: nn.Module, ftz: bool) -> None:
-    """Round every floating parameter and buffer of ``model`` to FP16 values, in place."""
+def _round_model_(model: nn.Module, profile: NumericsProfile) -> None:
+    """Store every floating parameter and buffer of ``model`` under ``profile``, in place."""
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             if t.is_floating_point():
-                t.copy_(round_fp16(t, ftz))
+                t.copy_(round_profile(t, profile))
 
 
 def _replace_module(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
@@ -452,12 +572,16 @@ class DeployedFP16(nn.Module):
         return super().train(False)
 
     def prepare(self, x: torch.Tensor) -> ModelPlan:
-        """Fold batch norms, round weights, compute shifts, using ``x[:1]`` to probe."""
+        """Convert like the deployment does (input scale and batch norms folded), store the
+        weights under the profile and compute the applied shifts, using ``x[:1]`` to probe."""
         plan = probe(self.model, x.float(), self.profile)
         params = {id(p): p for p in self.model.parameters()}
         modules_by_weight = {id(m.weight): m for m in self.model.modules()
                              if isinstance(m, nn.Conv2d)}
         with torch.no_grad():
+            if plan.input_fold and plan.norm is not None:
+                for wid in plan.input_fold:
+                    params[wid].copy_(_fold_input_scale(params[wid], plan.norm.scale))
             for wid, bn in plan.fold.items():
                 conv = modules_by_weight.get(wid)
                 if conv is None:  # functional conv with a foreign weight: cannot fold in place
@@ -471,23 +595,23 @@ class DeployedFP16(nn.Module):
                 _replace_module(self.model, bn, nn.Identity())
         n_folded = len(plan.fold)
         plan.fold = {}
-        _round_model_(self.model, self.profile.flush_subnormals)
+        _round_model_(self.model, self.profile)
         if self.profile.weights_analysis:
-            first_shift = None
+            offset = 0
             for i, wid in enumerate(plan.order):
                 w = params.get(wid)
                 if w is None:
                     continue
-                s = weights_analysis_shift(w, plan.kinds[wid], i == 0, self.profile)
+                raw = raw_weights_analysis_shift(w)
                 if i == 0:
-                    first_shift = s
-                plan.shifts[wid] = s
-            if (self.profile.input_preproc_rule and plan.preproc_scale_ok
-                    and first_shift is not None and first_shift < 4):
-                plan.shifts = {k: v - 5 for k, v in plan.shifts.items()}
+                    offset = growing_output_offset(raw, plan.first_cin, plan.growing,
+                                                   self.profile)
+                plan.shifts[wid] = correct_shift(raw, plan.kinds[wid], i == 0, self.profile)
+            plan.shifts = {k: applied_shift(v, offset) for k, v in plan.shifts.items()}
         self.plan = plan
-        logger.debug("deployed FP16 copy (%s): %d hardware layers, %d batch norms folded",
-                     self.profile.name, len(plan.order), n_folded)
+        logger.debug("deployed copy (%s): %d hardware layers, %d batch norms folded, input "
+                     "scale folded into %d", self.profile.name, len(plan.order), n_folded,
+                     len(plan.input_fold))
         return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -496,13 +620,14 @@ class DeployedFP16(nn.Module):
             self.prepare(x)
         assert self.plan is not None
         if self.profile.input_fp16:
-            x = round_fp16(x, self.profile.flush_subnormals)
+            x = round_profile(x, self.profile)
         with torch.no_grad(), _Fp16Mode(self.profile, self.plan, train=False,
                                         recorder=self.recorder):
             return self.model(x)
 
     def shifts(self) -> dict[str, int]:
-        """Weights-analysis shift per hardware layer, by parameter name (after prepare)."""
+        """Applied weights-analysis shift per hardware layer, by parameter name (after
+        prepare); 0 means no scaling."""
         if self.plan is None:
             return {}
         return {n: self.plan.shifts[id(p)] for n, p in self.model.named_parameters()
@@ -543,7 +668,7 @@ class _Aligned:
             self.plan = probe(self.model, x.detach().float(), self.profile, forward)
         own = self._own_tensors()
         if self.profile.input_fp16:
-            args = tuple(round_fp16(a, self.profile.flush_subnormals)
+            args = tuple(round_profile(a, self.profile)
                          if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                          for a in args)
         prepared = self.prepare(self.plan)
@@ -579,17 +704,20 @@ class _Aligned:
         return self._hw_modules
 
     def prepare(self, plan: ModelPlan) -> dict[int, _PreparedLayer] | None:
-        """FP16 weights and raw shifts of the model's conv/linear modules for one forward.
+        """Stored weights and shifts (raw and corrected) of the model's conv/linear modules for
+        one forward.
 
-        Computes what :meth:`_Fp16Mode._hw` computes per call (batch-norm fold, straight-through
-        rounding of weight and bias, weights-analysis shift), for all layers at once: the fold
-        uses the same ops, the rounding is one overflow check and one pass over all weights and
-        biases (valid per tensor: rounding is element-wise, and without overflow the
-        straight-through estimator is the identity, so it is written into the fresh folded or
-        cloned tensors), and the shifts come from one exponent histogram. Returns None (every
-        layer takes the general path) if any weight would overflow FP16 or is NaN.
+        Computes what :meth:`_Fp16Mode._hw` computes per call (input-scale and batch-norm
+        folds, straight-through rounding of weight and bias, weights-analysis shift), for all
+        layers at once: the folds use the same ops, the rounding is one overflow check and one
+        pass over all weights and biases (valid per tensor: rounding is element-wise, and
+        without overflow the straight-through estimator is the identity, so it is written into
+        the fresh folded or cloned tensors), and the shifts come from one exponent histogram.
+        Returns None (every layer takes the general path) if any weight would overflow the
+        storage format or is NaN.
         """
-        ftz = self.profile.flush_subnormals
+        fmt = fmt_of(self.profile)
+        norm = plan.norm if plan.input_fold else None
         layers: list[_PreparedLayer] = []
         for m in self._modules_of(plan):
             w, b = m.weight, m.bias
@@ -600,10 +728,13 @@ class _Aligned:
                     or (b is not None and b.dtype != torch.float32)):
                 continue
             bn = plan.fold.get(wid)
-            if bn is not None:  # the same fold as in _Fp16Mode._hw
-                wf, bf = _fold_bn(w, b, bn)
+            wi = w
+            if norm is not None and wid in plan.input_fold:  # the same folds as in _hw
+                wi = _fold_input_scale(w, norm.scale)
+            if bn is not None:
+                wf, bf = _fold_bn(wi, b, bn)
             else:
-                wf, bf = w.clone(), None if b is None else b.clone()
+                wf, bf = (wi if wi is not w else w.clone()), None if b is None else b.clone()
             layers.append(_PreparedLayer(w, b, wf, bf, 0))
         if not layers:
             return {}
@@ -613,9 +744,9 @@ class _Aligned:
         with torch.no_grad():
             flat = torch.cat([t.detach().reshape(-1) for t in fresh])
             hi, lo = float(flat.amax()), float(flat.amin())
-            if not (hi < FP16_OVERFLOW and lo > -FP16_OVERFLOW):  # overflow or NaN
+            if not (hi < fmt.overflow and lo > -fmt.overflow):  # overflow or NaN
                 return None
-            q = round_fp16(flat, ftz)
+            q = round_profile(flat, self.profile)
             for t, piece in zip(fresh, q.split(lengths), strict=True):
                 t.copy_(piece.view(t.shape))
             if self.profile.weights_analysis:
@@ -626,8 +757,9 @@ class _Aligned:
                 bias_seg = len(layers)  # segment of the next bias in `fresh`
                 for layer, (count, total, max_exp, _) in zip(layers, stats, strict=False):
                     wid = id(layer.weight)
-                    layer.shift = shift_from_exponent_stats(count, total, max_exp, plan.kinds[wid],
-                                                            plan.order[0] == wid, self.profile)
+                    layer.raw = raw_shift_from_exponent_stats(count, total, max_exp)
+                    layer.shift = correct_shift(layer.raw, plan.kinds[wid], plan.order[0] == wid,
+                                                self.profile)
                     if layer.b16 is not None:
                         _, _, layer.bias_max_exp, layer.bias_min_exp = stats[bias_seg]
                         bias_seg += 1
@@ -652,13 +784,24 @@ def aligned_training(model: nn.Module, profile: str | NumericsProfile = "myriadx
     """Inside the ``with``, ``model(x)`` computes under ``profile`` with straight-through
     gradients; outside, the model is plain FP32 again. Yields the model.
 
-    Design: weights are the batch-norm-folded weights deployment will see (batch norm statistics
-    are frozen: running mean/var are used and not updated, gamma/beta/conv weights train);
-    rounding is a clamp-aware straight-through estimator (saturating forward, identity gradient
-    in range, restoring gradient ``overflow_push * mean|grad| * sign(x)`` on values that would
-    overflow to inf on the device, 0 disables). Only the forward is constrained, so the loss
-    computed outside ``model(x)`` stays FP32. Cheap to enter repeatedly (the model's probe
-    result is cached while the model lives); do not change the model's structure in between.
+    Design: weights are the converted weights deployment will see (input scale and batch norm
+    folded; batch norm statistics are frozen: running mean/var are used and not updated,
+    gamma/beta/conv weights train); rounding is a clamp-aware straight-through estimator.
+
+    Overflow follows the profile's ``overflow`` switch:
+
+    * ``'saturate'``: the forward saturates exactly as the deployed model does; the gradient of
+      saturated elements is the clamp's (zero);
+    * ``'inf'``: forwards that record gradients cannot carry inf (it turns every gradient that
+      touches it into NaN), so they saturate as a surrogate and drop the task gradient of
+      overflowed elements for a restoring gradient ``overflow_push * mean|grad| * sign(x)``
+      (0 disables) that drives them back into range; forwards without autograd (validation
+      under ``torch.no_grad()``, which early stopping uses) compute exactly the deployed values,
+      inf and NaN included. Without overflow both are identical to the deployed forward.
+
+    Only the forward is constrained, so the loss computed outside ``model(x)`` stays FP32.
+    Cheap to enter repeatedly (the model's probe result is cached while the model lives); do
+    not change the model's structure in between.
     """
     state = _shared_state(model, get_profile(profile), overflow_push)
     original = model.forward

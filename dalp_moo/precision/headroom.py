@@ -8,6 +8,12 @@ power-of-two factor from the input into the first convolution's weights,
 ``InputNorm.scale *= 2**-k`` and ``W *= 2**k``, leaves the FP32 function unchanged (exact in
 binary arithmetic, barring under/overflow) and lowers that layer's shift by ``k``. This is the
 function-preserving form of the workaround Intel advised (scale inputs down).
+
+The converter undoes it: ``ov.convert_model`` (measured with OpenVINO 2026.4.1) folds the input
+multiply back into the first convolution, so the deployed weights are the original ones. Under
+a profile that emulates the converted graph (``fold_input_scale``, the default) the rescaling
+therefore changes nothing that is deployed and :func:`rescale_input_for_headroom` leaves the
+model alone (returns 0); it only acts with ``fold_input_scale=False``.
 """
 
 from __future__ import annotations
@@ -54,13 +60,14 @@ def rescale_input_for_headroom(model: nn.Module, x: torch.Tensor,
     """Move ``2**k`` from the model's ``InputNorm`` into the convolutions reading its output, in
     place, choosing the smallest ``k`` for which no first-layer value of ``x`` overflows in the
     scaled domain of ``profile``. Returns ``k`` (0: nothing changed: no overflow, no
-    ``InputNorm``, or its output feeds something other than convolutions).
+    ``InputNorm``, its output feeds something other than convolutions, or the profile folds the
+    input scale into the first convolution as the converter does, which undoes any rescaling).
     """
     from dalp_moo.precision.diagnostics import diagnose
 
     prof = get_profile(profile)
     norm = _find_input_norm(model)
-    if norm is None or not prof.weights_analysis:
+    if norm is None or not prof.weights_analysis or prof.fold_input_scale:
         return 0
     probe = _ConsumerProbe()
     hook = norm.register_forward_hook(lambda m, i, o: setattr(probe, "source", o))

@@ -1,8 +1,10 @@
-"""Element-level FP16 numerics: rounding, flush-to-zero, the weights-analysis shift, and the
+"""Element-level low-precision numerics: rounding to binary16 (FP16) or bfloat16 (BF16),
+overflow semantics, flush-to-zero, the MYRIAD weights-analysis shift rule, and the
 straight-through rounding used during deployment-aligned training.
 
-Rounding uses ``x.to(torch.float16).to(torch.float32)``: vectorised, exact round-to-nearest-even,
-IEEE overflow to inf (values >= 65520 in magnitude) and NaN propagation.
+Rounding uses ``x.to(dtype).to(torch.float32)``: vectorised, exact round-to-nearest-even, NaN
+propagation and, with ``saturate=False``, IEEE overflow to inf (FP16: magnitudes >= 65520);
+``saturate=True`` clamps to the largest finite value instead (+-65504 in FP16).
 
 The deployment-aligned training forward uses two faster equivalents where they apply:
 :func:`round_fp16_` rounds a fresh op result in place (the no-overflow branch of
@@ -13,6 +15,8 @@ pass (one host synchronisation for the whole model instead of several per layer)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dalp_moo.precision.profiles import FP16_MAX, FP16_MIN_NORMAL, NumericsProfile
@@ -21,16 +25,65 @@ from dalp_moo.precision.profiles import FP16_MAX, FP16_MIN_NORMAL, NumericsProfi
 FP16_OVERFLOW = 65520.0
 
 
-def round_fp16(x: torch.Tensor, flush_subnormals: bool = False) -> torch.Tensor:
+@dataclass(frozen=True)
+class FloatFormat:
+    """A storage format: torch dtype, largest finite value, overflow threshold of
+    round-to-nearest-even (magnitudes at or above it round to inf), smallest normal value."""
+
+    name: str
+    dtype: torch.dtype
+    max: float
+    overflow: float
+    min_normal: float
+
+
+FORMATS: dict[str, FloatFormat] = {
+    "fp16": FloatFormat("fp16", torch.float16, FP16_MAX, FP16_OVERFLOW, FP16_MIN_NORMAL),
+    # bfloat16: 8 significant bits, float32's exponent range; max (2 - 2**-7) * 2**127, overflow
+    # threshold max + half an ulp = (2 - 2**-8) * 2**127 (still a finite float32)
+    "bf16": FloatFormat("bf16", torch.bfloat16, (2.0 - 2.0 ** -7) * 2.0 ** 127,
+                        (2.0 - 2.0 ** -8) * 2.0 ** 127, 2.0 ** -126),
+}
+
+
+def fmt_of(profile: NumericsProfile | None) -> FloatFormat:
+    """The storage format of ``profile`` (FP16 when None)."""
+    return FORMATS["fp16" if profile is None else profile.format]
+
+
+def round_to(x: torch.Tensor, fmt: FloatFormat, flush_subnormals: bool = False,
+             saturate: bool = False) -> torch.Tensor:
+    """``x`` rounded to the nearest value of ``fmt`` (RNE), returned as float32.
+
+    Overflow gives +-inf, or +-``fmt.max`` with ``saturate``; NaN stays NaN. With
+    ``flush_subnormals`` results below ``fmt.min_normal`` in magnitude become (signed) zero.
+    """
+    if saturate:
+        x = x.clamp(-fmt.max, fmt.max)  # NaN stays NaN
+    q = x.to(fmt.dtype).to(torch.float32)
+    if flush_subnormals:
+        q = torch.where(q.abs() < fmt.min_normal, q * 0.0, q)
+    return q
+
+
+def round_fp16(x: torch.Tensor, flush_subnormals: bool = False,
+               saturate: bool = False) -> torch.Tensor:
     """``x`` rounded to the nearest binary16 value (RNE), returned as float32.
 
-    Overflow gives +-inf, NaN stays NaN. With ``flush_subnormals`` results below 2**-14 in
-    magnitude become (signed) zero.
+    Overflow gives +-inf (with ``saturate``: +-65504), NaN stays NaN. With ``flush_subnormals``
+    results below 2**-14 in magnitude become (signed) zero.
     """
-    q = x.to(torch.float16).to(torch.float32)
-    if flush_subnormals:
-        q = torch.where(q.abs() < FP16_MIN_NORMAL, q * 0.0, q)
-    return q
+    return round_to(x, FORMATS["fp16"], flush_subnormals, saturate)
+
+
+def round_profile(x: torch.Tensor, profile: NumericsProfile, scale: float = 1.0) -> torch.Tensor:
+    """``x`` stored under ``profile`` (format, flush-to-zero, overflow semantics), in the domain
+    scaled by ``scale`` (a power of two: round ``x * scale``, descale, round again)."""
+    fmt = fmt_of(profile)
+    ftz, sat = profile.flush_subnormals, profile.overflow == "saturate"
+    if scale == 1.0:
+        return round_to(x, fmt, ftz, sat)
+    return round_to(round_to(x * scale, fmt, ftz, sat) * (1.0 / scale), fmt, ftz, sat)
 
 
 def fp16_exponents(w: torch.Tensor) -> torch.Tensor:
@@ -42,43 +95,96 @@ def fp16_exponents(w: torch.Tensor) -> torch.Tensor:
     return ((bits >> 10) & 0x1F) - 15
 
 
-def weights_analysis_shift(weight: torch.Tensor, kind: str = "conv", first_layer: bool = False,
-                           profile: NumericsProfile | None = None) -> int:
-    """The MYRIAD plugin's power-of-two shift for one hardware layer's weights.
+# --- the MYRIAD plugin's weights analysis (weights_analysis.cpp, OpenVINO 2022.3) ------------
+#
+# Per hardware layer, in the plugin's stage order:
+#   raw   = min(15 - maxExp, -meanExp)    maxExp over all FP16 weights (zeros and subnormals read
+#                                          -15); meanExp = integer mean (truncated toward zero)
+#                                          of the exponents that are not -15, or -15 when none
+#   if first layer and raw < 4 and the model's output is "growing" and the first layer has more
+#      than one input channel per group: normalVal = 5 (for this and every later layer)
+#   shift = raw - 8 if first layer and raw > 10;  shift = min(shift, 8 conv/deconv | 9 fc)
+#   shift -= normalVal;  scale = 2**shift if shift >= 1 else 1 (no scaling)
+# "growing" (checkGrowingOutput) is true unless a Power/Convert/ScaleShift stage fed by the input
+# has a scale below 0.1.
 
-    Exponents of the FP16 weights, ignoring zeros and subnormals (exponent -15):
-    ``shift = min(15 - maxExp, -meanExp)`` (``meanExp`` is the integer mean, truncated toward
-    zero as in C++ integer division); the first hardware layer with ``shift > 10`` gets
-    ``shift - 8``; then ``shift`` is clamped to ``<= 8`` (``kind='conv'``, also deconvolution) or
-    ``<= 9`` (``kind='fc'``). Weights that are all zero/subnormal give 0. The input-preprocessing
-    rule (every layer's shift - 5) depends on the whole model and is applied by the caller.
-    """
+def raw_shift_from_exponent_stats(count: int, total: int, max_exp: int) -> int:
+    """``min(15 - maxExp, -meanExp)`` of a layer from the exponent statistics of its normal
+    FP16 weights: their ``count``, the ``total`` of their unbiased exponents and the largest
+    one ``max_exp`` (-15 when there is none). A layer with no normal weight (all zero or
+    subnormal) reads ``meanExp = -15``, ``maxExp = -15``: raw shift 15."""
+    if count == 0:
+        return min(15 - max_exp, 15)
+    mean_exp = int(total / count)  # C++: static_cast<int>(double sum / count), toward zero
+    return min(15 - max_exp, -mean_exp)
+
+
+def correct_shift(raw: int, kind: str = "conv", first_layer: bool = False,
+                  profile: NumericsProfile | None = None) -> int:
+    """The plugin's ``correctShift``: the first hardware layer with ``raw > 10`` gets ``raw - 8``
+    (``profile.first_layer_rule``); then clamp to ``<= 8`` for conv/deconv and ``<= 9`` for
+    fully connected layers (``profile.conv_shift_max`` / ``fc_shift_max``)."""
+    conv_max = profile.conv_shift_max if profile is not None else 8
+    fc_max = profile.fc_shift_max if profile is not None else 9
+    first_rule = profile.first_layer_rule if profile is not None else True
+    shift = raw
+    if first_layer and first_rule and shift > 10:
+        shift -= 8
+    return min(shift, fc_max if kind == "fc" else conv_max)
+
+
+def raw_weights_analysis_shift(weight: torch.Tensor) -> int:
+    """The uncorrected shift ``min(15 - maxExp, -meanExp)`` of one layer's weights."""
     e = fp16_exponents(weight).flatten()
     valid = e != -15
     count = int(valid.sum())
-    if count == 0:
-        return 0
-    max_exp = int(torch.where(valid, e, torch.full_like(e, -100)).max())
-    total = int((e * valid).sum())
-    return shift_from_exponent_stats(count, total, max_exp, kind, first_layer, profile)
+    max_exp = int(e.max()) if e.numel() else -15
+    return raw_shift_from_exponent_stats(count, int((e * valid).sum()), max_exp)
+
+
+def weights_analysis_shift(weight: torch.Tensor, kind: str = "conv", first_layer: bool = False,
+                           profile: NumericsProfile | None = None) -> int:
+    """The MYRIAD plugin's corrected power-of-two shift of one hardware layer's weights, before
+    the model-level growing-output rule (:func:`growing_output_offset`) and the ``shift >= 1``
+    threshold (:func:`applied_shift`): :func:`correct_shift` of
+    :func:`raw_weights_analysis_shift`. All-zero weights give 8 (conv), 9 (fc), 7 (first)."""
+    return correct_shift(raw_weights_analysis_shift(weight), kind, first_layer, profile)
 
 
 def shift_from_exponent_stats(count: int, total: int, max_exp: int, kind: str = "conv",
                               first_layer: bool = False,
                               profile: NumericsProfile | None = None) -> int:
-    """The rule of :func:`weights_analysis_shift` given the layer's FP16 weight exponent
-    statistics over its normal (non-zero, non-subnormal) weights: their ``count``, the ``total``
-    of their unbiased exponents and the largest one ``max_exp``."""
-    if count == 0:
-        return 0
-    conv_max = profile.conv_shift_max if profile is not None else 8
-    fc_max = profile.fc_shift_max if profile is not None else 9
-    first_rule = profile.first_layer_rule if profile is not None else True
-    mean_exp = abs(total) // count * (1 if total >= 0 else -1)  # C++ integer division
-    shift = min(15 - max_exp, -mean_exp)
-    if first_layer and first_rule and shift > 10:
-        shift -= 8
-    return min(shift, fc_max if kind == "fc" else conv_max)
+    """:func:`weights_analysis_shift` from exponent statistics (see
+    :func:`raw_shift_from_exponent_stats`)."""
+    return correct_shift(raw_shift_from_exponent_stats(count, total, max_exp), kind,
+                         first_layer, profile)
+
+
+def growing_output_offset(first_raw: int, first_cin_per_group: int, growing: bool,
+                          profile: NumericsProfile | None = None) -> int:
+    """``normalVal``: 5 when the model's output is growing, the first hardware layer's raw shift
+    is < 4 and it has more than one input channel per group (``profile.input_preproc_rule``);
+    else 0. Subtracted from every layer's corrected shift."""
+    enabled = profile.input_preproc_rule if profile is not None else True
+    return 5 if (enabled and growing and first_raw < 4 and first_cin_per_group > 1) else 0
+
+
+def applied_shift(corrected: int, offset: int) -> int:
+    """The shift the plugin applies: ``corrected - offset`` when that is >= 1 (scale
+    ``2**shift``), else 0 (no scaling)."""
+    s = corrected - offset
+    return s if s >= 1 else 0
+
+
+def growing_output(preproc_scales: list[float] | None,
+                   profile: NumericsProfile | None = None) -> bool:
+    """The plugin's ``checkGrowingOutput``: False when the scale of the preprocessing stage fed
+    by the network input (``preproc_scales``; None when there is none, e.g. a raw input whose
+    only stage is the input Convert with scale 1) has a value below the threshold (0.1)."""
+    if preproc_scales is None:
+        return True
+    threshold = profile.input_preproc_min_scale if profile is not None else 0.1
+    return not any(s < threshold for s in preproc_scales)
 
 
 #: :func:`fp16_exponent_stats` bins by float32 biased exponent ``E`` clamped to [102, 143]:
@@ -119,17 +225,18 @@ def fp16_exponent_stats(flat: torch.Tensor, segments: torch.Tensor,
     return [tuple(r) for r in torch.stack([count, total, top, low], 1).tolist()]
 
 
-def _round_into_(x: torch.Tensor, half: torch.Tensor) -> None:
-    half.copy_(x)  # float32 -> binary16, round to nearest even (the same cast as .to())
-    x.copy_(half)
+def _round_into_(x: torch.Tensor, tmp: torch.Tensor) -> None:
+    tmp.copy_(x)  # float32 -> binary16 / bfloat16, round to nearest even (the same cast as .to())
+    x.copy_(tmp)
 
 
-def round_fp16_(x: torch.Tensor, scale: float = 1.0) -> bool:
+def round_fp16_(x: torch.Tensor, scale: float = 1.0, fmt: FloatFormat | None = None) -> bool:
     """In-place equivalent of ``ste_round_fp16(x, scale)`` (no flush-to-zero) for the common
     case: if no element of the float32 tensor ``x`` overflows in the scaled domain
-    (``|x| >= 65520 / scale``) and none is NaN, overwrite ``x`` with exactly the values that
-    :class:`_RoundSTE` computes then and return True; otherwise leave ``x`` untouched and return
-    False (the caller falls back to :func:`ste_round_fp16`).
+    (``|x| >= 65520 / scale`` in FP16, ``fmt.overflow / scale`` in general) and none is NaN,
+    overwrite ``x`` with exactly the values that :class:`_RoundSTE` computes then and return
+    True; otherwise leave ``x`` untouched and return False (the caller falls back to
+    :func:`ste_round_fp16`).
 
     The write is not recorded by autograd, so the gradient through ``x`` stays that of its
     producer: the straight-through estimator without overflow is the identity. Only use it on
@@ -137,42 +244,47 @@ def round_fp16_(x: torch.Tensor, scale: float = 1.0) -> bool:
     multiply, GELU, pooling, interpolation, ...): the write bumps ``x``'s version counter, so a
     producer that did save it makes backward raise instead of silently using rounded values.
     """
+    fmt = fmt or FORMATS["fp16"]
     if x.numel() == 0:
         return True
-    limit = FP16_OVERFLOW / scale
+    limit = fmt.overflow / scale
     with torch.no_grad():
         lo_t, hi_t = torch.aminmax(x)
         lo, hi = float(lo_t), float(hi_t)
         if not (hi < limit and lo > -limit):  # overflow, or NaN (comparisons are False)
             return False
-        half = torch.empty_like(x, dtype=torch.float16)
+        tmp = torch.empty_like(x, dtype=fmt.dtype)
         if scale >= 1.0:
-            _round_into_(x, half)
+            _round_into_(x, tmp)
             return True
         x.mul_(scale)
-        _round_into_(x, half)
+        _round_into_(x, tmp)
         x.mul_(1.0 / scale)
-        # descaling an FP16 value by 2**k is exact and FP16-representable unless it exceeds
-        # 65504, which |x| <= 65504 rules out (rounding is monotonic and 65504 * scale is an FP16
-        # value); only then can the second rounding be skipped
-        if max(hi, -lo) > FP16_MAX or scale < 2.0 ** -24:
-            _round_into_(x, half)
+        # descaling a stored value by 2**k is exact and representable unless it exceeds the
+        # format's max, which |x| <= max rules out (rounding is monotonic and max * scale is a
+        # value of the format); only then can the second rounding be skipped
+        if max(hi, -lo) > fmt.max or scale < 2.0 ** -24:
+            _round_into_(x, tmp)
     return True
 
 
 class _RoundSTE(torch.autograd.Function):
-    """Forward: ``round16(round16(x * scale) / scale)`` with saturation at +-65504 instead of inf.
+    """Forward: ``round(round(x * scale) / scale)`` in the storage format, saturating at the
+    largest finite value instead of overflowing to inf.
 
     Backward (clamp-aware straight-through estimator): identity for elements whose scaled value
-    fits binary16; for elements that overflowed in the forward (deployment would produce inf
-    there) the task gradient is dropped and replaced by a restoring gradient
-    ``push * mean|grad| * sign(x)`` that drives the pre-rounding value back into range. The
-    forward is therefore always finite and the gradients never NaN.
+    fits the format; for elements that overflowed in the forward the task gradient is dropped
+    (the derivative of the saturation) and, with ``push > 0`` (deployment produces inf there),
+    replaced by a restoring gradient ``push * mean|grad| * sign(x)`` that drives the
+    pre-rounding value back into range. The forward is therefore always finite and the
+    gradients never NaN.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float, ftz: bool, push: float) -> torch.Tensor:  # type: ignore[override]
-        limit = FP16_OVERFLOW / scale  # overflow threshold in the true domain
+    def forward(ctx, x: torch.Tensor, scale: float, ftz: bool, push: float,  # type: ignore[override]
+                fmt_name: str) -> torch.Tensor:
+        fmt = FORMATS[fmt_name]
+        limit = fmt.overflow / scale  # overflow threshold in the true domain
         over = None
         if x.numel():
             lo, hi = torch.aminmax(x.detach())
@@ -181,15 +293,14 @@ class _RoundSTE(torch.autograd.Function):
         if over is None:
             # no overflow: for scale = 2**s (s >= 0) rounding in the scaled domain, descaling and
             # rounding again equals rounding once in the normal range (power-of-two scaling
-            # commutes with rounding); results below 2**-14 may differ by one subnormal step
-            # from the deployed double rounding (the training forward skips it for speed)
-            q = round_fp16(x, ftz) if scale >= 1.0 else round_fp16(
-                round_fp16(x * scale, ftz) * (1.0 / scale), ftz)
+            # commutes with rounding); results below the smallest normal may differ by one
+            # subnormal step from the deployed double rounding (the training forward skips it)
+            q = round_to(x, fmt, ftz) if scale >= 1.0 else round_to(
+                round_to(x * scale, fmt, ftz) * (1.0 / scale), fmt, ftz)
         else:
-            xs = (x * scale).clamp(-FP16_MAX, FP16_MAX)
-            q = round_fp16(xs, ftz)
+            q = round_to(x * scale, fmt, ftz, saturate=True)
             if scale != 1.0:
-                q = round_fp16(q * (1.0 / scale), ftz)
+                q = round_to(q * (1.0 / scale), fmt, ftz)
         ctx.push = push
         ctx.has_over = over is not None
         if over is not None:
@@ -199,17 +310,19 @@ class _RoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         if not ctx.has_over:
-            return grad, None, None, None
+            return grad, None, None, None, None
         over, x = ctx.saved_tensors
         g = grad.masked_fill(over, 0.0)
         if ctx.push > 0:
             ref = grad.abs().mean()
             g = g + over.to(grad.dtype) * torch.sign(x) * (ctx.push * ref)
-        return g, None, None, None
+        return g, None, None, None, None
 
 
 def ste_round_fp16(x: torch.Tensor, scale: float = 1.0, flush_subnormals: bool = False,
-                   overflow_push: float = 1.0) -> torch.Tensor:
-    """Differentiable FP16 rounding (see :class:`_RoundSTE`); ``scale`` is a power of two giving
-    the domain in which the value is stored (the weights-analysis scaled domain), or 1."""
-    return _RoundSTE.apply(x, float(scale), bool(flush_subnormals), float(overflow_push))
+                   overflow_push: float = 1.0, fmt: FloatFormat | None = None) -> torch.Tensor:
+    """Differentiable rounding to ``fmt`` (FP16 by default; see :class:`_RoundSTE`); ``scale``
+    is a power of two giving the domain in which the value is stored (the weights-analysis
+    scaled domain), or 1."""
+    name = "fp16" if fmt is None else fmt.name
+    return _RoundSTE.apply(x, float(scale), bool(flush_subnormals), float(overflow_push), name)

@@ -1,4 +1,4 @@
-"""FP16 numerics profiles: every unknown of the deployed numerics is a switch.
+"""Numerics profiles of a deployed network: every unknown of the deployed numerics is a switch.
 
 ``ieee``: weights (after batch-norm folding) and activations stored as IEEE binary16 with
 round-to-nearest-even, products accumulated in FP32, overflow to inf and NaN propagation.
@@ -6,8 +6,26 @@ round-to-nearest-even, products accumulated in FP32, overflow to inf and NaN pro
 ``myriadx``: ``ieee`` plus the MYRIAD plugin's "weights analysis" power-of-two rescaling of
 hardware (NCE) layers: weights and biases are multiplied by ``2**shift`` before the layer, the
 layer output is rounded to FP16 in the scaled domain (where overflow is real) and then descaled
-and rounded again. The shift rule (see :func:`dalp_moo.precision.numerics.weights_analysis_shift`)
-follows the plugin's source as described in the project reference.
+and rounded again. The shift rule (see :mod:`dalp_moo.precision.numerics`) follows the plugin's
+source (``weights_analysis.cpp``, OpenVINO 2022.3). Two behaviours of the chip are not public and
+are switches:
+
+* ``overflow``: ``"inf"`` (default; IEEE overflow to +-inf, no evidence of saturation was found)
+  or ``"saturate"`` (results clamp to +-65504);
+* ``resize_mode``: ``"asymmetric"`` (default: the plugin's ``Interp`` stage "supports modes
+  align_corners and asymmetric only; other modes are translated to the default ones", so a
+  bilinear resize with half-pixel centres runs with asymmetric coordinates,
+  ``src = dst * in / out``) or ``"model"`` (the model's own coordinate mode).
+
+``bf16``: bfloat16 storage of weights and activations (8 significant bits, FP32's exponent
+range), FP32 accumulation, no weights analysis: the numerics of the OpenVINO CPU plugin with
+``INFERENCE_PRECISION_HINT=bf16``. It is the training-side projection of a real bf16 target
+(``--backend openvino`` with ``precision="bf16"``), whose deployed figures are measured, not
+emulated.
+
+Every profile emulates the converted graph (``fold_input_scale``): ``ov.convert_model`` folds the
+input normalisation's multiply into the convolutions that read it (measured with OpenVINO
+2026.4.1; the subtraction stays a separate add) and batch norm into the preceding convolution.
 """
 
 from __future__ import annotations
@@ -32,9 +50,11 @@ class NumericsProfile:
         conv_shift_max: upper clamp of the shift for convolutions (plugin: 8).
         fc_shift_max: upper clamp of the shift for fully connected layers (plugin: 9).
         first_layer_rule: first hardware layer with shift > 10 gets shift - 8.
-        input_preproc_rule: if the model's input preprocessing (``InputNorm``, when not an
-            identity) has every scale >= ``input_preproc_min_scale`` and the first layer's shift
-            is < 4, subtract 5 from every layer's shift.
+        input_preproc_rule: the plugin's growing-output rule: unless the preprocessing stage fed
+            by the input has a scale < ``input_preproc_min_scale`` (a raw input, or one whose
+            scale the converter folded into the first convolution, has none), a first hardware
+            layer with more than one input channel per group and a raw shift < 4 (before the
+            first-layer correction and the clamp) subtracts 5 from every layer's shift.
         input_preproc_min_scale: threshold of that rule (plugin: 0.1).
         flush_subnormals: flush-to-zero of subnormal results and weights (|x| < 2**-14 -> 0).
         accumulation: 'fp32' (products summed in FP32, rounded once) or 'fp16' (partial sums of
@@ -43,8 +63,20 @@ class NumericsProfile:
         eltwise_fp16: element-wise / SHAVE ops (activations, add, mul, resize, pooling,
             normalisation) store FP16 results; False keeps them in FP32 (only hardware layers'
             inputs, weights and outputs are FP16).
-        input_fp16: the model input is converted to FP16 (raw digital numbers above 2048 lose
-            their low bits); False feeds FP32 inputs to the first op.
+        input_fp16: the model input is converted to the storage format (raw digital numbers
+            above 2048 lose their low bits in FP16, above 256 in BF16); False feeds FP32 inputs
+            to the first op.
+        format: storage format of weights and activations, ``'fp16'`` or ``'bf16'``.
+        overflow: ``'inf'`` (IEEE: results beyond the largest finite value become +-inf) or
+            ``'saturate'`` (they clamp to +-65504 in FP16). The deployment-aligned training
+            forward follows it: see :func:`dalp_moo.precision.aligned_training`.
+        resize_mode: coordinates of bilinear resizes without ``align_corners``: ``'model'``
+            (the model's, half-pixel) or ``'asymmetric'`` (``src = dst * in / out``, what the
+            MYRIAD plugin's Interp stage runs).
+        fold_input_scale: emulate the converter folding the input normalisation's multiply
+            (``InputNorm.scale``) into the convolutions that read it (their weights are scaled
+            per input channel before FP16 storage and weights analysis); only the subtraction
+            stays. False emulates the torch module as written.
     """
 
     name: str = "ieee"
@@ -59,8 +91,21 @@ class NumericsProfile:
     accum_chunk: int = 16
     eltwise_fp16: bool = True
     input_fp16: bool = True
+    format: str = "fp16"
+    overflow: str = "inf"
+    resize_mode: str = "model"
+    fold_input_scale: bool = True
 
     def __post_init__(self) -> None:
+        for key, value, choices in (("format", self.format, ("fp16", "bf16")),
+                                    ("overflow", self.overflow, ("inf", "saturate")),
+                                    ("resize_mode", self.resize_mode, ("model", "asymmetric"))):
+            if value not in choices:
+                raise ConfigError(f"numerics profile {self.name!r}: {key} must be one of "
+                                  f"{', '.join(repr(c) for c in choices)}, got {value!r}")
+        if self.format == "bf16" and self.weights_analysis:
+            raise ConfigError(f"numerics profile {self.name!r}: weights_analysis is a MYRIAD "
+                              "(FP16) rule; it cannot be combined with format 'bf16'")
         if self.accumulation not in ("fp32", "fp16"):
             raise ConfigError(f"numerics profile {self.name!r}: accumulation must be 'fp32' or "
                               f"'fp16', got {self.accumulation!r}")
@@ -75,12 +120,13 @@ class NumericsProfile:
 
 PROFILES: dict[str, NumericsProfile] = {
     "ieee": NumericsProfile(name="ieee"),
-    "myriadx": NumericsProfile(name="myriadx", weights_analysis=True),
+    "myriadx": NumericsProfile(name="myriadx", weights_analysis=True, resize_mode="asymmetric"),
+    "bf16": NumericsProfile(name="bf16", format="bf16"),
 }
 
 
 def get_profile(name: str | NumericsProfile = "myriadx", **overrides: object) -> NumericsProfile:
-    """The named profile (``'ieee'`` or ``'myriadx'``) with field ``overrides`` applied.
+    """The named profile (``'ieee'``, ``'myriadx'`` or ``'bf16'``) with field ``overrides`` applied.
 
     A :class:`NumericsProfile` passes through (with overrides applied). Unknown names or fields
     raise :class:`~dalp_moo.errors.ConfigError`.
