@@ -279,8 +279,12 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 @pytest.mark.parametrize("case", [
     # profile, switches, input-norm scale, first-layer and c2 weight factors, input factor
     ("myriadx", {}, 1e-3, 1.0, 1.0, 1.0),
-    ("myriadx", {}, 0.5, 8.0, 1.0, 1.0),  # input-preprocessing rule: negative shifts
+    ("myriadx", {}, 0.5, 8.0, 1.0, 1.0),  # growing-output rule: shifts at or below 0
     ("myriadx", {}, 1e-3, 1.0, 1.0, 40.0),  # activations overflow in the scaled domain
+    ("myriadx", {"overflow": "saturate"}, 1e-3, 1.0, 1.0, 40.0),
+    ("myriadx", {"fold_input_scale": False}, 1e-3, 1.0, 1.0, 1.0),
+    ("myriadx", {"resize_mode": "model"}, 1e-3, 1.0, 1.0, 1.0),
+    ("bf16", {}, 1e-3, 1.0, 1.0, 1.0),
     ("myriadx", {}, 1e-3, 1.0, 1e6, 1.0),  # weights overflow FP16: general path for all
     ("ieee", {}, 1e-3, 1.0, 1.0, 1.0),
     ("myriadx", {"accumulation": "fp16"}, 1e-3, 1.0, 1.0, 1.0),

@@ -122,8 +122,11 @@ class ModelPlan:
     layer weights (ids) in execution order, ``kinds`` their kind ('conv' or 'fc');
     ``first_cin`` is the first hardware layer's input channels per group; ``input_fold`` the
     weights (ids) of the convolutions into which the converter folds the input normalisation's
-    scale (empty: not folded), ``norm`` the input normalisation whose multiply is then skipped;
-    ``growing`` the plugin's growing-output check on the converted graph.
+    scale (empty: not folded); ``norm`` the input normalisation and ``norm_form`` how the
+    converted graph computes it: ``'folded'`` (the subtraction only; its multiply is in those
+    convolutions), ``'muladd'`` (``x * scale + (-shift * scale)``: what the converter makes of
+    it when it cannot fold the multiply) or ``''`` (identity or none); ``growing`` the plugin's
+    growing-output check on the converted graph.
     """
 
     fold: dict[int, nn.BatchNorm2d] = field(default_factory=dict)
@@ -132,6 +135,8 @@ class ModelPlan:
     first_cin: int = 0
     input_fold: frozenset[int] = frozenset()
     norm: nn.Module | None = None
+    norm_form: str = ""
+    norm_consts: tuple[torch.Tensor, torch.Tensor] | None = None  #: 'muladd' constants (copies)
     growing: bool = True
     shifts: dict[int, int] = field(default_factory=dict)  #: applied shifts (deployed copies)
 
@@ -251,13 +256,18 @@ def probe(model: nn.Module, x: torch.Tensor, profile: NumericsProfile,
         shift = norm.shift.detach().float()
         identity = bool((scale == 1).all() and (shift == 0).all())
         uniform = bool((scale == scale.flatten()[0]).all())
-        foldable = bool(mode.norm_consumers) and all(
+        # ov.convert_model folds the multiply into a convolution that is the only consumer;
+        # with several consumers (residual shortcut, dense concat) it computes x * s + (-m * s)
+        foldable = len(mode.norm_consumers) == 1 and all(
             op == "conv2d" and (groups == 1 or uniform) for op, _, groups in mode.norm_consumers)
-        if not identity and profile.fold_input_scale and foldable:
-            # the converter folds the multiply into the convolutions; the remaining subtraction
-            # is a stage with scale 1
-            plan.input_fold = frozenset(id(w) for _, w, _ in mode.norm_consumers)
+        if not identity and profile.fold_input_scale:
             plan.norm = norm
+            if foldable:  # the remaining subtraction is a stage with scale 1
+                plan.input_fold = frozenset(id(w) for _, w, _ in mode.norm_consumers)
+                plan.norm_form = "folded"
+            else:
+                plan.norm_form = "muladd"
+                preproc = [float(v) for v in scale.flatten()]
         elif not identity:
             preproc = [float(v) for v in scale.flatten()]
     plan.growing = growing_output(preproc, profile)
@@ -358,8 +368,11 @@ class _Fp16Mode(TorchFunctionMode):
         self.offset: int | None = None  # growing-output rule (set by the first hardware layer)
         # in-place rounding (train mode): not with flush to zero (rare; general path)
         self.inplace = train and not profile.flush_subnormals
-        norm = plan.norm if plan.input_fold else None
-        self.norm_scale = None if norm is None else norm.scale  # folded: its multiply is skipped
+        norm = plan.norm if plan.norm_form else None
+        #: the input normalisation's buffers: its multiply is skipped (folded into the
+        #: convolution, or computed with the subtraction as x * s + (-m * s))
+        self.norm_scale = None if norm is None else norm.scale
+        self.norm_shift = None if plan.norm_form != "muladd" else norm.shift
 
     # -- rounding helpers -------------------------------------------------------------------
     def _q(self, x: torch.Tensor, scale: float = 1.0, op: str = "",
@@ -475,6 +488,17 @@ class _Fp16Mode(TorchFunctionMode):
             acc = acc + b.view(shape)
         return acc
 
+    def _norm_muladd(self, x: torch.Tensor) -> torch.Tensor:
+        """The converted input normalisation ``x * s + (-m * s)`` (constants folded in FP32,
+        stored under the profile; each op's result stored)."""
+        if self.plan.norm_consts is not None:  # deployed copy: folded before FP16 storage
+            scale, offset = self.plan.norm_consts
+        else:
+            s, m = self.norm_scale, self.norm_shift
+            scale = round_profile(s.detach().float(), self.p)
+            offset = round_profile((-m * s).detach().float(), self.p)
+        return self._q(self._q(x * scale) + offset)
+
     def _q_plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.train and torch.is_grad_enabled():
             return ste_round_fp16(x, 1.0, self.p.flush_subnormals, self.push, self.fmt)
@@ -498,8 +522,11 @@ class _Fp16Mode(TorchFunctionMode):
             return self._hw(name, args, kwargs)
         if (self.norm_scale is not None and name in ("mul", "__mul__", "__rmul__")
                 and len(args) == 2 and any(a is self.norm_scale for a in args)):
-            # the input normalisation's multiply, folded into the convolutions reading it
+            # the input normalisation's multiply: folded, or done with the subtraction
             return args[0] if args[1] is self.norm_scale else args[1]
+        if (self.norm_shift is not None and name in ("sub", "__sub__") and len(args) == 2
+                and args[1] is self.norm_shift):
+            return self._norm_muladd(args[0])
         if name == "interpolate" and self.p.resize_mode == "asymmetric":
             out = _asymmetric_resize(args, kwargs)
             if out is not None:
@@ -582,6 +609,10 @@ class DeployedFP16(nn.Module):
             if plan.input_fold and plan.norm is not None:
                 for wid in plan.input_fold:
                     params[wid].copy_(_fold_input_scale(params[wid], plan.norm.scale))
+            if plan.norm_form == "muladd" and plan.norm is not None:
+                s, m = plan.norm.scale.float(), plan.norm.shift.float()
+                plan.norm_consts = (round_profile(s.clone(), self.profile),
+                                    round_profile(-m * s, self.profile))
             for wid, bn in plan.fold.items():
                 conv = modules_by_weight.get(wid)
                 if conv is None:  # functional conv with a foreign weight: cannot fold in place
