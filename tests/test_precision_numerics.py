@@ -1,5 +1,9 @@
 """FP16 deployment numerics: rounding edge cases, per-layer agreement of the ``ieee`` profile
-with torch's native float16 CPU execution, the weights-analysis shift, myriadx effects."""
+with exactly rounded FP16 execution (each op in float64, rounded once), the weights-analysis
+shift, myriadx effects.
+
+torch's native float16 CPU kernels are no reference here: they differ by instruction set (GELU
+up to 6 ulp apart between CPU families); ``benchmarks/native_half_kernels.py`` measures them."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.overrides import TorchFunctionMode
 
 from dalp_moo.errors import ConfigError
 from dalp_moo.precision import (
@@ -30,14 +35,42 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(same, torch.zeros_like(d), d)
 
 
-def assert_native_agreement(module: nn.Module, x: torch.Tensor, min_fraction: float = 0.999) -> None:
+def _fp16_values(out: object) -> object:
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
+        return out.half().to(out.dtype)
+    if isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out):
+        return type(out)(_fp16_values(o) for o in out)
+    return out
+
+
+class _RoundEachOp(TorchFunctionMode):
+    """Rounds the floating result of every torch function called inside it to FP16 values."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        return _fp16_values(func(*args, **(kwargs or {})))
+
+
+def fp16_reference(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Exactly rounded FP16 execution of ``module`` (host-independent): FP16 weights and input,
+    every op computed in float64 and its result rounded once to FP16 (float32 tensor out)."""
+    ref = copy.deepcopy(module).eval().half().double()
+    with torch.no_grad(), _RoundEachOp():
+        y = ref(x.half().double())
+    return y.float()
+
+
+def assert_reference_agreement(module: nn.Module, x: torch.Tensor, min_fraction: float = 0.999,
+                               abs_floor: float = 0.0, deployed_as: nn.Module | None = None) -> None:
+    """``ieee`` emulation within 1 ulp (or ``abs_floor``) of :func:`fp16_reference` (of
+    ``deployed_as``, the converted graph's form, when given) on at least ``min_fraction`` of the
+    outputs."""
     module = module.eval()
     emulated = deploy_fp16(module, "ieee")(x)
-    with torch.no_grad():
-        native = copy.deepcopy(module).half()(x.half()).float()
-    assert emulated.shape == native.shape
-    dist = ulp_distance(emulated, native)
-    within = float((dist <= 1).float().mean())
+    reference = fp16_reference(module if deployed_as is None else deployed_as, x)
+    assert emulated.shape == reference.shape
+    dist = ulp_distance(emulated, reference)
+    ok = (dist <= 1) | ((emulated - reference).abs() <= abs_floor)
+    within = float(ok.float().mean())
     assert within >= min_fraction, f"{type(module).__name__}: only {within:.5f} within 1 ulp"
 
 
@@ -90,7 +123,7 @@ def test_profiles() -> None:
         get_profile("ieee", accumulation="bf16")
 
 
-# --- ieee vs native float16, per layer type ------------------------------------------------
+# --- ieee vs exactly rounded float16, per layer type ------------------------------------------------
 
 @pytest.mark.parametrize("module, shape", [
     (nn.Conv2d(8, 16, 3, padding=1), (2, 8, 20, 20)),
@@ -107,13 +140,16 @@ def test_profiles() -> None:
     (nn.SiLU(), (2, 8, 20, 20)),
     (nn.Sigmoid(), (2, 8, 20, 20)),
 ])
-def test_ieee_matches_native_fp16_modules(module: nn.Module, shape: tuple[int, ...]) -> None:
+def test_ieee_matches_fp16_reference_modules(module: nn.Module, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
-    assert_native_agreement(module, torch.randn(shape) * 4)
+    # GELU in float32 (what the profile computes) cancels in 1 + erf(x / sqrt 2) for x < -3:
+    # absolute error up to ~2^-22 there, several ulps of its tiny results
+    floor = 2.0 ** -20 if isinstance(module, nn.GELU) else 0.0
+    assert_reference_agreement(module, torch.randn(shape) * 4, abs_floor=floor)
 
 
 @pytest.mark.parametrize("name", ["add", "mul", "cat", "upsample", "input_norm", "se"])
-def test_ieee_matches_native_fp16_functional(name: str) -> None:
+def test_ieee_matches_fp16_reference_functional(name: str) -> None:
     torch.manual_seed(1)
     x = torch.randn(2, 8, 16, 16) * 3
     if name == "add":
@@ -128,9 +164,11 @@ def test_ieee_matches_native_fp16_functional(name: str) -> None:
         from dalp_moo.model import InputNorm
         m = InputNorm([300.0, 280.0, 250.0, 200.0] * 2, [1 / 40.0, 1 / 35.0, 1 / 50.0, 1 / 20.0] * 2)
         x = torch.round(torch.rand(2, 8, 16, 16) * 4095)
+        # converted graph without a convolution to fold the scale into: x * s + (-m * s)
+        converted = Fn(lambda s, x: x * s.b0 + s.b1, m.scale.clone(), -m.shift * m.scale)
     else:  # squeeze-excitation gate product
         m = Fn(lambda s, x: x * torch.sigmoid(F.adaptive_avg_pool2d(x, 1)))
-    assert_native_agreement(m, x)
+    assert_reference_agreement(m, x, deployed_as=converted if name == "input_norm" else None)
 
 
 def test_ieee_batchnorm_is_folded_like_deployment() -> None:
@@ -145,10 +183,9 @@ def test_ieee_batchnorm_is_folded_like_deployment() -> None:
     y = deployed(x)
     assert isinstance(deployed.model[1], nn.Identity)  # folded, not executed
     assert isinstance(model[1], nn.BatchNorm2d)  # original untouched
-    fused = nn.Sequential(fuse_conv_bn_eval(model[0], model[1]), nn.ReLU()).eval().half()
-    with torch.no_grad():
-        native = fused(x.half()).float()
-    assert float((ulp_distance(y, native) <= 1).float().mean()) >= 0.999
+    fused = nn.Sequential(fuse_conv_bn_eval(model[0], model[1]), nn.ReLU()).eval()
+    reference = fp16_reference(fused, x)
+    assert float((ulp_distance(y, reference) <= 1).float().mean()) >= 0.999
 
 
 def test_deploy_leaves_model_untouched_and_is_eval_only() -> None:
