@@ -67,11 +67,11 @@ class ArrayDataset(Dataset):
 
 
 def compute_band_stats(images: np.ndarray) -> BandStats:
-    """Per-band mean/std of ``images`` ``[N,B,H,W]`` (float64 accumulation)."""
+    """Per-band mean/std of ``images`` ``[N,B,H,W]`` (float64 accumulation); a constant band has
+    std 0 (``standardize`` refuses it, see :func:`~dalp_moo.data.normalization_params`)."""
     x = images.astype(np.float64)
     mean = x.mean(axis=(0, 2, 3))
     std = x.std(axis=(0, 2, 3))
-    std = np.where(std > 0, std, 1.0)
     return BandStats(
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),

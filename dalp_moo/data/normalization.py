@@ -16,6 +16,9 @@ def normalization_params(cfg: DataConfig, stats: BandStats) -> tuple[list[float]
 
     ``raw``: shift 0, scale 1 (the network sees DN); ``standardize``: shift = training-split mean,
     scale = 1 / training-split std (per band); ``scale``: shift 0, scale ``cfg.scale``.
+
+    Raises :class:`DataError` for ``standardize`` when a band of the training split is constant
+    (std 0, or not finite): its scale would be infinite, so no scale is made up.
     """
     bands = len(stats.mean)
     if len(stats.std) != bands:
@@ -25,9 +28,10 @@ def normalization_params(cfg: DataConfig, stats: BandStats) -> tuple[list[float]
     if cfg.normalization == "scale":
         return [0.0] * bands, [float(cfg.scale)] * bands
     if cfg.normalization == "standardize":
-        bad = [i for i, s in enumerate(stats.std) if not s > 0]
+        bad = [i for i, s in enumerate(stats.std) if not 0 < s < float("inf")]
         if bad:
-            raise DataError(f"band statistics: band {bad[0]} has standard deviation "
-                            f"{stats.std[bad[0]]} (constant band, cannot standardise)")
+            raise DataError(f"data.normalization = 'standardize': band {bad[0]} of the training "
+                            f"split has standard deviation {stats.std[bad[0]]} (a constant band "
+                            "cannot be standardised; use data.normalization = 'raw' or 'scale')")
         return [float(m) for m in stats.mean], [1.0 / float(s) for s in stats.std]
     raise DataError(f"data.normalization {cfg.normalization!r}: unknown (raw, standardize, scale)")

@@ -113,7 +113,8 @@ def generate_tiles(spec: SyntheticSpec, workers: int | None = None) -> tuple[np.
     """All tiles of ``spec``: images float32 ``[N,B,H,W]`` (DN), masks uint8 ``[N,H,W]``.
 
     ``workers``: processes (``None`` = automatic: all CPUs, up to 8, when the set has at least
-    :data:`PARALLEL_MIN_PIXELS` pixels; 1 = in this process). The result does not depend on it.
+    :data:`PARALLEL_MIN_PIXELS` pixels; 1 = in this process; always 1 inside a daemonic process,
+    such as a Dask worker). The result does not depend on it.
     """
     band_info(spec.bands)  # validates the band count
     n, size = spec.n_tiles, spec.tile_size
@@ -121,6 +122,11 @@ def generate_tiles(spec: SyntheticSpec, workers: int | None = None) -> tuple[np.
         cpus = os.cpu_count() or 1
         workers = min(cpus, 8) if n * size * size >= PARALLEL_MIN_PIXELS else 1
     workers = max(1, min(workers, n))
+    if workers > 1 and multiprocessing.current_process().daemon:
+        # a daemonic process (a Dask worker, a pool worker) may not start child processes
+        logger.info("synthetic data: generating in this process (daemonic processes cannot "
+                    "start a process pool)")
+        workers = 1
     t0 = time.perf_counter()
     if workers == 1:
         images, masks = _chunk((spec.seed, 0, n, size, spec.bands, spec.params))
