@@ -142,7 +142,7 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 @click.option("--generations", type=int, help="Number of generations.")
 @click.option("--epochs", type=int, help="FP32 training epochs per candidate.")
 @click.option("--regime", type=click.Choice(["fp32", "ptq", "dalp"]), help="Training/evaluation regime.")
-@click.option("--profile", type=click.Choice(["ieee", "myriadx"]), help="FP16 numerics profile.")
+@click.option("--profile", type=click.Choice(["ieee", "myriadx", "bf16"]), help="Deployment numerics profile (bf16: with --backend openvino, precision bf16).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
 @click.option("--data", help="Data source: synthetic, airbus:PATH or folder:PATH.")
 @click.option("--backend", help="Deployment backend (see `dalp_moo backends`).")

@@ -86,7 +86,7 @@ class TrainConfig:
     regime: str = "dalp"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
     finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
     finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
-    profile: str = "myriadx"  #: deployment numerics profile ('ieee' or 'myriadx')
+    profile: str = "myriadx"  #: deployment numerics profile ('ieee', 'myriadx' or 'bf16')
     device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
     threads: int = 0  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
@@ -102,7 +102,7 @@ class TrainConfig:
         _check(self.patience >= 1, "train.patience", "must be >= 1")
         _choice(self.regime, ("fp32", "ptq", "dalp"), "train.regime")
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", "must be >= 0")
-        _choice(self.profile, ("ieee", "myriadx"), "train.profile")
+        _choice(self.profile, ("ieee", "myriadx", "bf16"), "train.profile")
         _choice(self.device, ("auto", "cpu", "cuda"), "train.device")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")

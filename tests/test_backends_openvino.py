@@ -12,6 +12,7 @@ from dalp_moo.backends.openvino_backend import (
     OpenVINODeployment,
     compile_config,
     core,
+    device_properties,
     effective_precision,
     relative_error,
 )
@@ -96,6 +97,17 @@ def test_absent_device_lists_available_ones() -> None:
     assert "'NPU'" in msg and "CPU" in msg and "\n" not in msg
 
 
+def test_bf16_needs_bf16_arithmetic() -> None:
+    from dalp_moo.backends.openvino_backend import require_bf16
+
+    require_bf16(["FP32", "BF16", "INT8"])
+    require_bf16("['BF16', 'FP32']")
+    with pytest.raises(BackendError) as exc:
+        require_bf16(["FP32", "FP16", "INT8"], "CPU")
+    msg = str(exc.value)
+    assert "no bf16" in msg and "FP32" in msg and "\n" not in msg
+
+
 def test_bad_options_are_rejected() -> None:
     with pytest.raises(BackendError, match="latency"):
         backends.get("openvino", latency="guess")
@@ -117,8 +129,12 @@ def test_precision_option_sets_and_records_the_inference_precision(candidate: to
     auto = backends.get("openvino", precision="auto")
     assert "INFERENCE_PRECISION_HINT" not in compile_config("CPU", 1, precision="auto")
     assert auto.info().details["inference_precision"] == auto.info().details["plugin_default_precision"]
+    if "BF16" not in device_properties("CPU").get("OPTIMIZATION_CAPABILITIES", ""):
+        with pytest.raises(BackendError, match="no bf16"):
+            backends.get("openvino", precision="bf16")
+        pytest.skip("this CPU has no bf16 arithmetic")
     dep = backends.get("openvino", runs=3, warmup=1, precision="bf16").deploy(candidate, SHAPE)
-    assert dep.inference_precision in ("bf16", "f32")  # f32 where the CPU has no BF16 arithmetic
+    assert dep.inference_precision == "bf16"
     assert effective_precision("CPU", "bf16") == dep.inference_precision
     x = torch.rand(2, *SHAPE[1:])
     with torch.no_grad():

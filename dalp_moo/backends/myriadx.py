@@ -373,7 +373,13 @@ class MyriadXBackend(Backend):
                            details=details)
 
     def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "myriadx") -> Deployment:
-        """Real device: compile on MYRIAD and measure; else FP16 emulation + latency model."""
+        """Real device: compile on MYRIAD and measure; else FP16 emulation + latency model.
+
+        The emulation runs the converted graph under the numerics ``profile`` (FP16 profiles
+        only: ``myriadx``, with its ``overflow`` and ``resize_mode`` switches, or ``ieee``)."""
+        from dalp_moo.precision import check_profile_backend
+
+        check_profile_backend(profile, "myriadx")
         if self.real:
             from dalp_moo.backends.openvino_backend import OpenVINODeployment
 

@@ -104,7 +104,9 @@ PRECISIONS: dict[str, str | None] = {"f32": "f32", "bf16": "bf16", "f16": "f16",
 
 
 def check_precision(precision: str, device: str = "CPU") -> None:
-    """Raise :class:`BackendError` for an unknown ``precision`` or one the device cannot be asked for."""
+    """Raise :class:`BackendError` for an unknown ``precision`` or one the device cannot be asked
+    for; ``"bf16"`` needs ``BF16`` among the device's OPTIMIZATION_CAPABILITIES (the CPU plugin
+    lists it on CPUs with AVX512_BF16 or AMX) so that bf16 figures are real bf16 arithmetic."""
     if precision not in PRECISIONS:
         raise BackendError(f"openvino option precision={precision!r}: expected one of "
                            f"{', '.join(repr(p) for p in PRECISIONS)}")
@@ -112,6 +114,21 @@ def check_precision(precision: str, device: str = "CPU") -> None:
             and hasattr(_ov(), "convert_model"):
         raise BackendError(f"openvino option precision={precision!r}: device {device!r} does not "
                            "support INFERENCE_PRECISION_HINT; use 'f32' or 'auto'")
+    if precision == "bf16":
+        caps = device_properties(device).get("OPTIMIZATION_CAPABILITIES", "")
+        require_bf16(caps, device)
+
+
+def require_bf16(capabilities: str | list[str], device: str = "CPU") -> None:
+    """Raise :class:`BackendError` (one line) unless ``BF16`` is among the OpenVINO device's
+    OPTIMIZATION_CAPABILITIES (a list, or its string form)."""
+    caps = capabilities if isinstance(capabilities, list) else [
+        c.strip(" '\"") for c in str(capabilities).strip("[]").split(",")]
+    if "BF16" not in caps:
+        listed = ", ".join(c for c in caps if c) or "none"
+        raise BackendError(f"openvino option precision='bf16': device {device!r} has no bf16 "
+                           f"arithmetic (OPTIMIZATION_CAPABILITIES: {listed}; needs AVX512_BF16 "
+                           "or AMX); use precision='f32'")
 
 
 def _type_name(v: Any) -> str:
@@ -471,7 +488,13 @@ class OpenVINOBackend(Backend):
                            emulated=False, details=details)
 
     def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "ieee") -> OpenVINODeployment:
-        """Convert, save/reload as FP16-weight IR and compile; ``profile`` is unused (real numerics)."""
+        """Convert, save/reload as FP16-weight IR and compile. The numerics are the runtime's
+        own (measured); the ``bf16`` profile (training projected onto bf16) needs precision
+        ``"bf16"`` (see :func:`dalp_moo.precision.check_profile_backend`)."""
+        if profile == "bf16":
+            from dalp_moo.precision import check_profile_backend
+
+            check_profile_backend(profile, "openvino", {"precision": self.precision})
         return OpenVINODeployment(model, input_shape, self.device, self.threads, self.runs,
                                   self.warmup, self.throughput, self.latency, self.tolerance,
                                   self.seed, host_model=self.host_model() if self.latency == "model" else None,
