@@ -442,7 +442,7 @@ class ExitBank:
                     loss.backward()
                     opt.step()
                     sched.step()
-                    total += float(loss) * len(idx)
+                    total += float(loss.detach()) * len(idx)
                     n += len(idx)
                 logger.debug("%s epoch %d/%d: loss %.4f", what, epoch + 1, epochs, total / max(n, 1))
 
