@@ -42,11 +42,18 @@ def test_sweep_writes_json_csv_png(tmp_path: Path, cache_dir: str) -> None:
     (["--start", "40", "--stop", "20"], "--stop 20 is below --start 40"),
     (["--start", "0"], "--start"),
     (["--mapping", "diagonal"], "--mapping"),
+    (["--step", "1", "--start", "1", "--stop", "4000"], "at most 1024"),
 ])
 def test_sweep_bad_input_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "dalp_moo", "accel", "sweep", *args, "--out", str(tmp_path / "x"),
-                           "--cache-dir", "", "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    result = CliRunner().invoke(main, ["accel", "sweep", *args, "--out", str(tmp_path / "x"), "--cache-dir", "",
+                                       "--no-progress"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_sweep_bad_input_through_python_m(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dalp_moo", "accel", "sweep", "--start", "9", "--stop", "3",
+                           "--out", str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

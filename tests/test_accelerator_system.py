@@ -207,3 +207,15 @@ def test_et_formulas_hand_computed() -> None:
         dynamic_cost([1.0, -2.0], [1.0, 1.0], [0.5, 0.5])
     with pytest.raises(BackendError, match="ET_base"):
         reduction(1.0, 0.0)
+
+
+def test_trace_brevitas_quant_layers() -> None:
+    """brevitas QuantConv2d/QuantLinear (nn.Conv2d/nn.Linear subclasses) are traced, QuantTensors too."""
+    qnn = pytest.importorskip("brevitas.nn")
+    net = nn.Sequential(qnn.QuantIdentity(return_quant_tensor=True),
+                        qnn.QuantConv2d(3, 8, 3, padding=1, weight_bit_width=4, return_quant_tensor=True),
+                        qnn.QuantReLU(return_quant_tensor=True), nn.Flatten(),
+                        qnn.QuantLinear(8 * 8 * 8, 10, bias=True, weight_bit_width=4))
+    specs = trace_layers(net, torch.zeros(1, 3, 8, 8), w_bits=4, a_bits=8)
+    assert [(s.op, s.k, s.c, s.ox, s.fx, s.w_bits, s.a_bits) for s in specs] == [
+        ("conv", 8, 3, 8, 3, 4, 8), ("fc", 10, 512, 1, 1, 4, 8)]

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ from dalp_moo.log import logger
 
 #: version of the system model (enters the allocation cache key and the reports)
 SYSTEM_VERSION = "1"
+#: allocations kept in memory per model (least recently used dropped; the disk cache keeps all)
+ALLOCATION_MEMO = 4096
 
 __all__ = ["AcceleratorConfig", "AcceleratorModel", "LayerCost", "StageCost", "SystemCost", "SYSTEM_VERSION"]
 
@@ -445,7 +448,7 @@ class AcceleratorModel:
         self.cfg = cfg or AcceleratorConfig()
         self.cache = DiskCache(self.cfg.cache_dir or None)
         self.core = CoreModel(self.cfg, self.cache)
-        self._allocations: dict[Any, tuple[list[int], str]] = {}
+        self._allocations: OrderedDict[Any, tuple[list[int], str]] = OrderedDict()  # LRU, per candidate
         self.allocation_seconds = 0.0
         self.allocation_searches = 0
 
@@ -473,6 +476,11 @@ class AcceleratorModel:
                                "modelled", s.name, s.input_bits + s.output_bits)
         return _Plan(specs, core, index)
 
+    def _remember(self, key: Any, value: tuple[list[int], str]) -> None:
+        self._allocations[key] = value
+        while len(self._allocations) > ALLOCATION_MEMO:
+            self._allocations.popitem(last=False)
+
     def allocate(self, layers: Sequence[LayerSpec]) -> tuple[list[int], str]:
         """The compute core of every conv/dwconv/fc layer (cached per candidate) and the method."""
         plan = self._plan(layers)
@@ -484,11 +492,12 @@ class AcceleratorModel:
                "layers": [list(map(list, s.shape_key())) for s in plan.specs]}
         memo_key = (cfg.system_hash(), tuple(s.shape_key() for s in plan.specs))
         if memo_key in self._allocations:
+            self._allocations.move_to_end(memo_key)
             return self._allocations[memo_key]
         stored = self.cache.get("allocation", key)
         if isinstance(stored, dict) and len(stored.get("allocation", [])) == len(plan.compute_index):
             result = ([int(v) for v in stored["allocation"]], str(stored["method"]))
-            self._allocations[memo_key] = result
+            self._remember(memo_key, result)
             return result
         t0 = time.perf_counter()
         n = len(plan.compute_index)
@@ -507,7 +516,7 @@ class AcceleratorModel:
         self.allocation_seconds += time.perf_counter() - t0
         self.allocation_searches += 1
         result = (alloc, method)
-        self._allocations[memo_key] = result
+        self._remember(memo_key, result)
         self.cache.put("allocation", key, {"allocation": alloc, "method": method})
         return result
 

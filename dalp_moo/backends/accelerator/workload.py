@@ -166,10 +166,22 @@ def _inherited(names: dict[str, nn.Module], qualname: str, attr: str, default: A
     return default
 
 
+def _tensor(x: Any) -> torch.Tensor | None:
+    """A plain tensor, the value of a quantised tensor (e.g. brevitas QuantTensor), or None."""
+    if isinstance(x, torch.Tensor):
+        return x
+    value = getattr(x, "value", None)
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(x, (tuple, list)) and x:
+        return _tensor(x[0])
+    return None
+
+
 def _spec(module: nn.Module, name: str, inputs: tuple[Any, ...], output: Any, meta: dict[str, Any]) -> LayerSpec:
-    x = inputs[0]
-    y = output
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+    x = _tensor(inputs[0]) if inputs else None
+    y = _tensor(output)
+    if x is None or y is None:
         raise BackendError(f"layer {name}: tensor input and output expected")
     if getattr(module, "cost_op", None) == "add":
         if y.dim() == 4:

@@ -31,6 +31,7 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,10 @@ from dalp_moo.errors import BackendError
 MODEL_VERSION = "1"
 
 KINDS = ("dense", "depthwise")
+
+# ZigZag queries change process-wide logging state while they run: one at a time per process
+# (processes are independent: nothing is shared but the atomic on-disk cache)
+_LOCK = threading.Lock()
 
 
 def zigzag_version() -> str:
@@ -335,7 +340,7 @@ def run_query(cfg: AcceleratorConfig, q: CoreQuery) -> CoreResult:
     reduce = {"EDP": MinimalEDPStage, "energy": MinimalEnergyStage, "latency": MinimalLatencyStage}[cfg.zigzag_opt]
     description = accelerator_description(cfg, q.w_bits, q.psum_bits)
     _check_no_cacti(description)
-    with tempfile.TemporaryDirectory(prefix="dalp-zigzag-") as tmp, contained() as collect:
+    with _LOCK, tempfile.TemporaryDirectory(prefix="dalp-zigzag-") as tmp, contained() as collect:
         folder = Path(tmp)
         accelerator = _write_yaml(folder, "accelerator.yaml", description)
         mapping = _write_yaml(folder, "mapping.yaml", mapping_description(cfg, q))
@@ -376,7 +381,7 @@ def reference_query(cfg: AcceleratorConfig, q: CoreQuery) -> tuple[float, float]
     description = accelerator_description(cfg, q.w_bits, q.psum_bits)
     _check_no_cacti(description)
     mpl = Path(tempfile.gettempdir()) / "dalp_moo-mplconfig"
-    with tempfile.TemporaryDirectory(prefix="dalp-zigzag-") as tmp, _mplconfig(mpl), contained():
+    with _LOCK, tempfile.TemporaryDirectory(prefix="dalp-zigzag-") as tmp, _mplconfig(mpl), contained():
         from zigzag.api import get_hardware_performance_zigzag
 
         folder = Path(tmp)
