@@ -216,8 +216,32 @@ class EarlyExitNetwork(nn.Module):
         self.heads = nn.ModuleList(heads)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.backbone(x)
-        return [head(feats[p]) for p, head in zip(self.positions, self.heads, strict=True)]
+        bb = self.backbone
+        y = bb.stem(bb.input_quant(x))
+        outs: list[torch.Tensor] = []
+        for i, block in enumerate(bb.blocks):  # heads run right after their block (execution order)
+            y = block(y)
+            while len(outs) < len(self.positions) and EXIT_BLOCKS[self.positions[len(outs)]] == i:
+                outs.append(self.heads[len(outs)](y))
+        return outs
+
+    def annotate_costs(self, backbone_bits: int, exit_bits: int) -> EarlyExitNetwork:
+        """Set the cost-model attributes (``cost_stage``, ``cost_branch``, ``cost_w_bits``,
+        ``cost_a_bits``) read by the accelerator tracer: stage k holds the backbone blocks since
+        exit k-1 and head k; the stem belongs to stage 0. Returns ``self``."""
+        bb = self.backbone
+        for m, stage in [(bb.input_quant, 0), (bb.stem, 0)]:
+            m.cost_stage = stage
+        for i, block in enumerate(bb.blocks):
+            block.cost_stage = next(k for k, p in enumerate(self.positions) if EXIT_BLOCKS[p] >= i)
+        for module in [bb.input_quant, bb.stem, *bb.blocks]:
+            module.cost_branch = "backbone"
+            module.cost_w_bits = module.cost_a_bits = backbone_bits
+        for k, head in enumerate(self.heads):
+            head.cost_stage = k
+            head.cost_branch = "exit"
+            head.cost_w_bits = head.cost_a_bits = exit_bits
+        return self
 
 
 def build_network(positions: Sequence[int], head_types: Sequence[str], num_classes: int, *,
