@@ -23,9 +23,10 @@ DW = LayerSpec("dw", "dwconv", 48, 48, 16, 16, 3, 3, groups=48)
 
 
 @pytest.fixture(scope="module")
-def shared_core(request: pytest.FixtureRequest) -> CoreModel:
+def shared_core(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CoreModel:
     """A core model on the persistent pytest cache (ZigZag runs once per layer across runs)."""
-    folder = request.config.cache.mkdir("dalp_accelerator")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("dalp_accelerator") if cache is not None else tmp_path_factory.mktemp("accel")
     return CoreModel(AcceleratorConfig(cache_dir=str(folder)))
 
 
