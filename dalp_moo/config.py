@@ -91,6 +91,12 @@ class TrainConfig:
     threads: int = 0  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
     max_memory_mb: int = 0  #: per-evaluation memory budget in MB (0 = none; also the Dask worker limit)
+    #: 'balanced' (focal + Dice loss, vessel-tile sampling, lr schedule) or 'paper' (focal loss,
+    #: constant lr, shuffled tiles); see dalp_moo.training.trainer
+    recipe: str = "balanced"
+    dice_weight: float = 1.0  #: balanced: weight of the vessel-class soft Dice loss
+    vessel_tiles: float = 0.0  #: balanced: share of sampled tiles holding vessels (0 = shuffled order)
+    schedule: str = "cosine"  #: balanced: lr schedule, 'cosine' (5 % warm-up) or 'constant'
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -107,6 +113,10 @@ class TrainConfig:
         _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")
         _check(self.max_memory_mb >= 0, "train.max_memory_mb", "must be >= 0")
+        _choice(self.recipe, ("balanced", "paper"), "train.recipe")
+        _check(self.dice_weight >= 0, "train.dice_weight", "must be >= 0")
+        _check(0 <= self.vessel_tiles < 1, "train.vessel_tiles", "must be in [0, 1)")
+        _choice(self.schedule, ("cosine", "constant"), "train.schedule")
 
 
 @dataclass(frozen=True)
