@@ -1,0 +1,90 @@
+"""The ``bf16`` profile: bfloat16 projections in the aligned forward, and the supported real
+target ``--backend openvino`` with ``precision="bf16"`` (skipped where the CPU has no bf16)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dalp_moo.config import load_config
+from dalp_moo.errors import ConfigError
+from dalp_moo.precision import (
+    aligned_training,
+    check_profile_backend,
+    deploy_fp16,
+    get_profile,
+    round_profile,
+)
+
+
+def _has_bf16() -> bool:
+    from dalp_moo.backends.openvino_backend import device_properties
+
+    return "BF16" in device_properties("CPU").get("OPTIMIZATION_CAPABILITIES", "")
+
+
+def test_bf16_rounding_keeps_8_significant_bits() -> None:
+    prof = get_profile("bf16")
+    x = torch.tensor([4095.0, 257.0, 255.0, 1e38, 3.0e38 * 1.2, 1e-39])
+    q = round_profile(x, prof)
+    assert q[0] == 4096.0  # a raw 12-bit DN keeps 8 significant bits
+    assert q[1] == 256.0 and q[2] == 255.0
+    assert torch.isfinite(q[3]) and torch.isinf(q[4])  # FP32's range, overflow beyond it
+    assert q[5] != 0.0  # subnormals kept unless flush_subnormals
+    assert not prof.weights_analysis
+    with pytest.raises(ConfigError):
+        get_profile("bf16", weights_analysis=True)
+
+
+def test_bf16_projection_in_the_aligned_forward() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 2, 1)).eval()
+    x = torch.round(torch.rand(2, 4, 16, 16) * 4095)
+    deployed = deploy_fp16(model, "bf16")(x)
+    with torch.no_grad():
+        ref = model(x)
+        with aligned_training(model, "bf16"):
+            aligned = model(x)
+    assert torch.equal(aligned, deployed)
+    rel = float((deployed - ref).norm() / ref.norm())
+    assert 1e-4 < rel < 5e-2  # coarser than FP16 (about 1e-3 relative per op), not broken
+    x.requires_grad_(False)
+    with aligned_training(model, "bf16"):
+        model(x).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_profile_and_backend_must_describe_the_same_arithmetic() -> None:
+    check_profile_backend("myriadx", "myriadx")
+    check_profile_backend("bf16", "openvino", {"precision": "bf16"})
+    for args in (("bf16", "myriadx", {}), ("bf16", "openvino", {}),
+                 ("myriadx", "openvino", {"precision": "bf16"})):
+        with pytest.raises(ConfigError) as exc:
+            check_profile_backend(*args)
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="this CPU has no bf16 arithmetic")
+def test_openvino_bf16_dalp_combination_is_measured(tmp_path) -> None:  # noqa: ANN001
+    """``--backend openvino --set 'backend.options={precision="bf16"}' --profile bf16
+    --regime dalp``: one candidate at tiny size; its deployed mIoU comes from the OpenVINO
+    runtime in bf16 (not emulated)."""
+    from dalp_moo.evaluation.evaluator import Evaluator
+
+    cfg = load_config("smoke", overrides=[
+        {"backend": {"name": "openvino", "options": {"precision": "bf16", "runs": 3, "warmup": 1}}},
+        {"train": {"profile": "bf16", "regime": "dalp", "threads": 1}},
+        {"data": {"n_tiles": 20}}])
+    evaluator = Evaluator(cfg)
+    assert evaluator.backend_info.emulated is False
+    assert evaluator.backend_info.details["inference_precision"] == "bf16"
+    from dalp_moo.space.repair import repair
+
+    genome = repair(evaluator.space, evaluator.space.sample(1, np.random.default_rng(0))[0], 4)
+    record = evaluator.evaluate(genome)
+    assert record.status == "ok", record.reason
+    assert record.emulated is False and record.latency_method == "measured"
+    assert record.ptq_miou is not None and record.dalp_miou is not None
+    assert record.deployed_miou == record.dalp_miou
