@@ -73,6 +73,6 @@ def test_joint_finetune_remeasures(data):
 
 def test_train_config_errors():
     with pytest.raises(ConfigError, match="train.profile"):
-        EarlyExitTrainConfig(profile="bf16")
+        EarlyExitTrainConfig(profile="fp8")
     with pytest.raises(ConfigError, match="train.head_epochs"):
         EarlyExitTrainConfig(head_epochs=0)

@@ -61,7 +61,7 @@ from dalp_moo.model.mobilenetv2_ee import (
     PooledFeatures,
     select_exits,
 )
-from dalp_moo.precision import quant
+from dalp_moo.precision import PROFILES, quant
 from dalp_moo.training.trainer import torch_threads
 
 #: version of the training recipe: enters every cache key (bump when training changes)
@@ -89,7 +89,7 @@ class EarlyExitTrainConfig:
     head_lr: float = 0.002  #: exit-head Adam learning rate (cosine decay)
     weight_decay: float = 5e-4  #: backbone weight decay
     head_weight_decay: float = 1e-4  #: exit-head weight decay (decoupled, AdamW)
-    profile: str = "ieee"  #: FP16 numerics profile of 16-bit parts ('ieee' or 'myriadx')
+    profile: str = "ieee"  #: FP16 numerics profile of 16-bit parts (see dalp_moo.precision.PROFILES)
     joint_finetune: bool = False  #: at the end of a run, fine-tune the front's candidates jointly
     joint_epochs: int = 2  #: joint fine-tuning epochs
     joint_lr: float = 0.002  #: joint fine-tuning learning rate (SGD, cosine decay)
@@ -112,7 +112,7 @@ class EarlyExitTrainConfig:
             _check(0 < getattr(self, key) < 1, key, f"must be in (0, 1), got {getattr(self, key)}")
         for key in ("weight_decay", "head_weight_decay"):
             _check(0 <= getattr(self, key) < 1, key, "must be in [0, 1)")
-        _check(self.profile in ("ieee", "myriadx"), "profile", f"{self.profile!r} is not one of ieee, myriadx")
+        _check(self.profile in PROFILES, "profile", f"{self.profile!r} is not one of {', '.join(sorted(PROFILES))}")
         _check(self.joint_weights in JOINT_WEIGHTS, "joint_weights",
                f"{self.joint_weights!r} is not one of {', '.join(JOINT_WEIGHTS)}")
         _check(self.joint_candidates >= 0, "joint_candidates", "must be >= 0")
@@ -312,7 +312,7 @@ class ExitBank:
         root = cfg.cache_dir if cache_dir is None else cache_dir
         self.root = Path(root).expanduser() if root else None
         self.log = TrainingLog()
-        self._backbones: dict[int, nn.Module] = {}
+        self._backbones: dict[int, EarlyExitNetwork] = {}
         self._features: OrderedDict[int, dict[str, list[np.ndarray]]] = OrderedDict()
         self._heads: dict[tuple, dict[str, np.ndarray]] = {}
         self._head_states: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -360,48 +360,59 @@ class ExitBank:
     def _new_backbone(self, bits: int) -> MobileNetV2Backbone:
         return MobileNetV2Backbone(self.data.in_channels, self.width, 32 if bits == 16 else bits)
 
+    def _static_net(self, bits: int) -> EarlyExitNetwork:
+        """Backbone at ``bits`` with the linear final classifier it is trained with."""
+        model = self._new_backbone(bits)
+        g = model.geometry[FINAL_POSITION]
+        head = ExitHead(g.channels, g.size, self.data.num_classes, "linear", 32 if bits == 16 else bits)
+        return EarlyExitNetwork(model, (FINAL_POSITION,), (head,))
+
     def backbone(self, bits: int) -> nn.Module:
         """The trained backbone at ``bits`` (16 bit: the FP32 module; deploy it with the profile)."""
+        return self.static_network(bits).backbone
+
+    def static_network(self, bits: int) -> EarlyExitNetwork:
+        """The trained backbone at ``bits`` with its training classifier (frozen, eval mode)."""
         quant.check_bits(bits, "backbone precision")
         if bits in self._backbones:
             return self._backbones[bits]
         if bits == 16:
-            self._backbones[16] = self.backbone(32)
+            self._backbones[16] = self.static_network(32)
             return self._backbones[16]
         key = self.backbone_key(bits)
         name = f"backbone-b{bits}-{key}.pt"
         with self._locked(name):
             path = self._path(name)
-            model = self._new_backbone(bits)
             if path is not None and path.is_file():
-                model.load_state_dict(_load_state(path))
+                net = self._static_net(bits)
+                net.load_state_dict(_load_state(path))
                 logger.debug("backbone %d bit: loaded %s", bits, path)
             else:
-                model = self._train_backbone(bits, key)
+                net = self._train_backbone(bits, key)
                 if path is not None:
-                    _save_state(path, model.state_dict())
-        model.eval()
-        for p in model.parameters():
+                    _save_state(path, net.state_dict())
+        net.eval()
+        for p in net.parameters():
             p.requires_grad_(False)
-        self._backbones[bits] = model
-        return model
+        self._backbones[bits] = net
+        return net
 
-    def _train_backbone(self, bits: int, key: str) -> MobileNetV2Backbone:
+    def _train_backbone(self, bits: int, key: str) -> EarlyExitNetwork:
         c = self.cfg
+        fp32 = self.static_network(32) if bits != 32 else None  # trained first (its time is logged apart)
         t0 = time.perf_counter()
         torch.manual_seed(self._torch_seed("backbone", bits))
-        model = self._new_backbone(bits)
-        if bits == 32:
+        net = self._static_net(bits)
+        if fp32 is None:
             epochs, lr = c.epochs, c.lr
-        else:  # 4/8 bit: quantisation-aware training from the FP32 weights
-            fp32 = self.backbone(32)
-            missing, unexpected = model.load_state_dict(fp32.state_dict(), strict=False)
+        else:  # 4/8 bit: quantisation-aware training from the FP32 weights (classifier included)
+            _, unexpected = net.load_state_dict(fp32.state_dict(), strict=False)
             if unexpected:
                 raise EvaluationError(f"QAT backbone: unexpected FP32 keys {unexpected[:3]}")
             epochs, lr = c.qat_epochs, c.qat_lr
-        g = model.geometry[FINAL_POSITION]
-        head = ExitHead(g.channels, g.size, self.data.num_classes, "linear", bits if bits != 16 else 32)
-        net = EarlyExitNetwork(model, (FINAL_POSITION,), (head,)).to(self.device)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        net = net.to(self.device)
         if epochs > 0:
             logger.info("training the %d-bit backbone (%d epochs, %d images)", bits, epochs, len(self.data.train))
             self._fit(net, epochs, lr, momentum=True, weight_decay=c.weight_decay,
@@ -410,7 +421,7 @@ class ExitBank:
         seconds = time.perf_counter() - t0
         self.log.add("backbone", key, seconds, bits=bits, epochs=epochs)
         logger.info("%d-bit backbone trained in %.0f s", bits, seconds)
-        return model.cpu()
+        return net
 
     def _fit(self, net: EarlyExitNetwork, epochs: int, lr: float, *, momentum: bool, weight_decay: float,
              what: str, rng_key: tuple, loss_weights: Sequence[float] | None = None) -> None:
@@ -461,6 +472,7 @@ class ExitBank:
             if all(p is not None and p.is_file() for p in paths.values()):
                 flat = {s: np.load(p, mmap_mode="r") for s, p in paths.items()}
             else:
+                self.backbone(bits)  # trained first (its time is logged apart)
                 t0 = time.perf_counter()
                 flat = self._extract(bits)
                 for s, arr in flat.items():
@@ -526,8 +538,8 @@ class ExitBank:
     def _train_head(self, backbone_bits: int, exit_bits: int, position: int, head: str,
                     key: str) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
         c = self.cfg
+        feats = self.features(backbone_bits)  # extracted first (its time is logged apart)
         t0 = time.perf_counter()
-        feats = self.features(backbone_bits)
         x = torch.from_numpy(np.ascontiguousarray(feats["train"][position]))
         y = torch.from_numpy(self.data.train.y)
         torch.manual_seed(self._torch_seed("head", backbone_bits, exit_bits, position, head))
