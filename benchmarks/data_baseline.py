@@ -1,9 +1,21 @@
-"""Baseline check of the embedded data: train U-Nets from the search space in FP32 and report
-vessel IoU and mIoU on the validation and test splits (the data must be learnable but not
-trivially easy; the paper's FP32 mIoU is 0.85).
+"""Do candidates learn at the default preset's budget? FP32 training of U-Nets from the search
+space on the embedded data, under the paper's recipe (before) and the balanced recipe (after).
 
-    python benchmarks/data_baseline.py [--epochs 10] [--n-tiles 600] [--tile-size 64]
-        [--source synthetic:clear] [--only N] [--out FILE]
+For each recipe (``train.recipe``: ``paper`` = Adam 1e-3, focal loss alpha 1 gamma 2, batch 8,
+patience 3, constant lr, shuffled tiles; ``balanced`` = the same plus a vessel-class Dice loss
+and a cosine lr schedule, see ``dalp_moo.training.trainer``), at the default preset's budget
+(its ``train.epochs`` and data size unless overridden):
+
+* the reference U-Nets (``BASELINES``: a conv-BN-ReLU U-Net of 66.5k parameters on raw digital
+  numbers, the default input, and on standardised inputs; a plain conv+act U-Net) x ``--seeds``;
+* ``--random-archs`` random feasible architectures of the search space (the kind of population
+  a search starts from), one seed each, to count degenerate candidates: vessel IoU 0 or one
+  class predicted everywhere on the test split.
+
+Scores are test-split (held out) and validation-split mIoU / vessel IoU (fraction).
+
+    python benchmarks/data_baseline.py [--recipes paper,balanced] [--seeds 3]
+        [--random-archs 12] [--epochs N] [--n-tiles N] [--tile-size N] [--out FILE]
 
 Prints a table and writes benchmarks/results/data_baseline.json.
 """
@@ -11,25 +23,28 @@ Prints a table and writes benchmarks/results/data_baseline.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dalp_moo.config import DataConfig, SpaceConfig, TrainConfig
+from dalp_moo.config import DataConfig, SpaceConfig, load_config
 from dalp_moo.data import normalization_params, open_source
 from dalp_moo.model import InputNorm, build_model
 from dalp_moo.space import SearchSpace, count_params
 from dalp_moo.space.genome import BLOCKS, CHANNEL_COEFFICIENTS, GENES_PER_UNIT, KERNELS
+from dalp_moo.space.repair import repair
 from dalp_moo.training import evaluate_segmentation, train_model
 
 #: (label, block, channel coefficient, kernel, units, normalisation)
 BASELINES = (
-    ("conv_bn_act c8 k3 x4, standardize", "conv_bn_act", 8, 3, 4, "standardize"),
     ("conv_bn_act c8 k3 x4, raw DN", "conv_bn_act", 8, 3, 4, "raw"),
-    ("conv_act c6 k3 x4, scale", "conv_act", 6, 3, 4, "scale"),
+    ("conv_bn_act c8 k3 x4, standardize", "conv_bn_act", 8, 3, 4, "standardize"),
+    ("conv_act c6 k3 x4, raw DN", "conv_act", 6, 3, 4, "raw"),
 )
 
 
@@ -44,55 +59,143 @@ def genome_for(space: SearchSpace, block: str, coeff: int, kernel: int, units: i
     return g
 
 
+def predicted_classes(model: torch.nn.Module, dataset, batch: int = 32) -> set[int]:
+    """Classes the model predicts anywhere on ``dataset``."""
+    seen: set[int] = set()
+    with torch.no_grad():
+        for i in range(0, len(dataset), batch):
+            x = torch.stack([dataset[j][0] for j in range(i, min(i + batch, len(dataset)))])
+            seen |= set(model(x).argmax(1).unique().tolist())
+    return seen
+
+
+def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str) -> dict:
+    source = open_source(dcfg)
+    torch.manual_seed(seed)
+    shift, scale = normalization_params(dcfg, source.band_stats())
+    model = build_model(arch, source.bands, 2, InputNorm(shift, scale))
+    t0 = time.perf_counter()
+    row = {"label": label, "arch": arch.describe(), "arch_id": arch.arch_id,
+           "params": count_params(arch, source.bands, 2), "normalization": dcfg.normalization,
+           "recipe": tcfg.recipe, "seed": seed}
+    try:
+        result = train_model(model, source.split("train"), source.split("val"), tcfg, seed=seed,
+                             device=torch.device("cpu"), label=label)
+    except Exception as exc:  # a candidate that does not train normally (diverged)
+        row.update(trained=False, reason=f"{type(exc).__name__}: {exc}")
+        return row
+    model.eval()
+    val = evaluate_segmentation(model, source.split("val"), 2)
+    test = evaluate_segmentation(model, source.split("test"), 2)
+    classes = predicted_classes(model, source.split("test"))
+    row.update(trained=True, epochs_run=result.epochs_run, train_s=round(time.perf_counter() - t0, 1),
+               val_miou=val.miou, val_vessel_iou=val.per_class_iou[-1],
+               test_miou=test.miou, test_vessel_iou=test.per_class_iou[-1],
+               constant_prediction=len(classes) < 2,
+               degenerate=bool(test.per_class_iou[-1] == 0.0 or len(classes) < 2))
+    return row
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get("trained")]
+    return statistics.mean(vals) if vals else None
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--n-tiles", type=int, default=600)
-    ap.add_argument("--tile-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--source", default="synthetic", help="data.source (e.g. synthetic:clear)")
-    ap.add_argument("--only", type=int, default=-1, help="run only baseline number N")
+    default = load_config("default")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipes", default="paper,balanced")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per reference U-Net")
+    ap.add_argument("--random-archs", type=int, default=12, help="random feasible architectures")
+    ap.add_argument("--only", default="", help="comma-separated indices of BASELINES to run")
+    ap.add_argument("--epochs", type=int, default=default.train.epochs)
+    ap.add_argument("--n-tiles", type=int, default=default.data.n_tiles)
+    ap.add_argument("--tile-size", type=int, default=default.data.tile_size)
+    ap.add_argument("--source", default=default.data.source, help="data.source (e.g. synthetic:clear)")
+    ap.add_argument("--seed", type=int, default=0, help="data seed")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/data_baseline.json")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     space = SearchSpace(SpaceConfig())
-    rows = []
-    for k, (label, block, coeff, kernel, units, norm) in enumerate(BASELINES):
-        if args.only >= 0 and k != args.only:
-            continue
-        dcfg = DataConfig(source=args.source, n_tiles=args.n_tiles, tile_size=args.tile_size,
-                          seed=args.seed, normalization=norm)
-        source = open_source(dcfg)
-        tcfg = TrainConfig(epochs=args.epochs, regime="fp32", patience=3)
-        arch = space.decode(genome_for(space, block, coeff, kernel, units))
-        torch.manual_seed(args.seed)
-        shift, scale = normalization_params(dcfg, source.band_stats())
-        model = build_model(arch, source.bands, 2, InputNorm(shift, scale))
-        t0 = time.perf_counter()
-        result = train_model(model, source.split("train"), source.split("val"), tcfg,
-                             seed=args.seed, device=torch.device("cpu"), label=label)
-        model.eval()
-        val = evaluate_segmentation(model, source.split("val"), 2)
-        test = evaluate_segmentation(model, source.split("test"), 2)
-        rows.append({
-            "baseline": label, "params": count_params(arch, source.bands, 2),
-            "epochs_run": result.epochs_run, "train_s": round(time.perf_counter() - t0, 1),
-            "val_miou": val.miou, "val_vessel_iou": val.per_class_iou[-1],
-            "test_miou": test.miou, "test_vessel_iou": test.per_class_iou[-1],
-        })
-        r = rows[-1]
-        print(f"{label:38s} {r['params']:7d} params  ep {r['epochs_run']:2d}  "
-              f"val mIoU {r['val_miou']:.3f} vessel {r['val_vessel_iou']:.3f}  "
-              f"test mIoU {r['test_miou']:.3f} vessel {r['test_vessel_iou']:.3f}  "
-              f"({r['train_s']:.0f} s)", flush=True)
-    out = {"data": {"source": args.source, "n_tiles": args.n_tiles, "tile_size": args.tile_size, "seed": args.seed,
-                    "describe": open_source(DataConfig(source=args.source,
-                                                       n_tiles=args.n_tiles,
-                                                       tile_size=args.tile_size,
-                                                       seed=args.seed)).describe()},
-           "epochs": args.epochs, "rows": rows, "torch": torch.__version__}
+    recipes = [r for r in args.recipes.split(",") if r]
+    only = {int(i) for i in args.only.split(",") if i}
+    base_data = dataclasses.replace(default.data, source=args.source, n_tiles=args.n_tiles,
+                                    tile_size=args.tile_size, seed=args.seed)
+    rng = np.random.default_rng(12345)
+    randoms = []
+    while len(randoms) < args.random_archs:
+        g = repair(space, space.sample(1, rng)[0], base_data.bands)
+        arch = space.decode(g)
+        if arch.arch_id not in {a.arch_id for a in randoms}:
+            randoms.append(arch)
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+    print(f"budget: {args.epochs} FP32 epochs, {args.n_tiles} tiles of {args.tile_size} px "
+          f"({args.source}); recipes {', '.join(recipes)}", flush=True)
+    for recipe in recipes:
+        tcfg = dataclasses.replace(default.train, epochs=args.epochs, regime="fp32",
+                                   recipe=recipe, device="cpu")
+        jobs = [(label, space.decode(genome_for(space, b, c, k, u)), norm, seed)
+                for i, (label, b, c, k, u, norm) in enumerate(BASELINES)
+                if not only or i in only for seed in range(args.seeds)]
+        jobs += [(f"random {i}", arch, base_data.normalization, 0) for i, arch in enumerate(randoms)]
+        for label, arch, norm, seed in jobs:
+            dcfg = dataclasses.replace(base_data, normalization=norm)
+            r = train_one(arch, dcfg, tcfg, seed, label)
+            rows.append(r)
+            if r["trained"]:
+                print(f"{recipe:9s} {label:36s} s{seed} {r['params']:6d}p ep {r['epochs_run']:2d}  "
+                      f"val {r['val_miou']:.3f}/{r['val_vessel_iou']:.3f}  test {r['test_miou']:.3f}"
+                      f"/{r['test_vessel_iou']:.3f}{'  DEGENERATE' if r['degenerate'] else ''}"
+                      f"  ({r['train_s']:.0f} s)", flush=True)
+            else:
+                print(f"{recipe:9s} {label:36s} s{seed} failed: {r['reason']}", flush=True)
+    summary = {}
+    for recipe in recipes:
+        rr = [r for r in rows if r["recipe"] == recipe]
+        per_baseline = {}
+        for label, *_ in BASELINES:
+            b = [r for r in rr if r["label"] == label]
+            if b:
+                per_baseline[label] = {
+                    "params": b[0]["params"], "seeds": len(b),
+                    "mean_test_miou": _mean(b, "test_miou"), "mean_val_miou": _mean(b, "val_miou"),
+                    "mean_test_vessel_iou": _mean(b, "test_vessel_iou"),
+                    "min_test_miou": min((r["test_miou"] for r in b if r["trained"]), default=None),
+                    "degenerate": sum(r.get("degenerate", False) for r in b)}
+        rnd = [r for r in rr if r["label"].startswith("random")]
+        trained = [r for r in rnd if r["trained"]]
+        summary[recipe] = {
+            "baselines": per_baseline,
+            "random_archs": len(rnd), "random_trained_normally": len(trained),
+            "random_degenerate": sum(r["degenerate"] for r in trained),
+            "random_mean_test_miou": _mean(trained, "test_miou"),
+            "random_degenerate_share": (sum(r["degenerate"] for r in trained) / len(trained)
+                                        if trained else None)}
+    print()
+    for recipe, s in summary.items():
+        for label, b in s["baselines"].items():
+            print(f"{recipe:9s} {label:36s} mean test mIoU {b['mean_test_miou']:.3f} (min "
+                  f"{b['min_test_miou']:.3f}, {b['seeds']} seeds), vessel IoU "
+                  f"{b['mean_test_vessel_iou']:.3f}, degenerate {b['degenerate']}")
+        if s["random_archs"]:
+            print(f"{recipe:9s} random architectures: {s['random_degenerate']} of "
+                  f"{s['random_trained_normally']} degenerate (trained normally of "
+                  f"{s['random_archs']}); mean test mIoU {s['random_mean_test_miou']:.3f}")
+    out = {"benchmark": "data_baseline",
+           "budget": {"epochs": args.epochs, "patience": default.train.patience,
+                      "batch_size": default.train.batch_size, "n_tiles": args.n_tiles,
+                      "tile_size": args.tile_size, "source": args.source, "data_seed": args.seed,
+                      "from_preset": "default"},
+           "recipes": {r: dataclasses.asdict(dataclasses.replace(default.train, recipe=r))
+                       for r in recipes},
+           "data": open_source(base_data).describe(),
+           "summary": summary, "rows": rows, "torch": torch.__version__,
+           "threads": args.threads, "wall_s": time.perf_counter() - t_start,
+           "note": "degenerate = vessel IoU 0 or one class predicted everywhere (test split)"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     print(f"wrote {args.out}")
 
 

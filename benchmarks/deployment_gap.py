@@ -6,6 +6,9 @@ the embedded synthetic data with the ``DataConfig()`` defaults (600 tiles of 64 
 digital numbers), all scores are test-split mIoU (fraction) under the ``myriadx`` profile:
 
 * ``fp32`` / ``ptq``: FP32 training, scored in FP32 / deployed (post-training conversion);
+  fp32, ptq and dalp come from :func:`dalp_moo.precision.run_regimes`, the pipeline the search's
+  evaluator runs, and every "deployed" score is of the model as the backend (``--backend``,
+  default: the search's default, the emulated ``myriadx``) deploys it;
 * ``dalp``: the FP32 model, input-headroom rescaling, then ``finetune_epochs`` of fine-tuning
   under the profile (straight-through FP16 forward), deployed;
 * ``ft32`` / ``ft32_ptq`` (control): the same fine-tuning epochs, learning rate, seed and data
@@ -43,9 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dalp_moo.config import DataConfig, SpaceConfig, TrainConfig
+from dalp_moo import backends
+from dalp_moo.config import BackendConfig, DataConfig, SpaceConfig, TrainConfig
 from dalp_moo.data import normalization_params, open_source
-from dalp_moo.model import InputNorm, build_model
+from dalp_moo.model import InputNorm, build_model, count_params
 from dalp_moo.precision import (
     NumericsProfile,
     aligned_context,
@@ -56,7 +60,7 @@ from dalp_moo.precision import (
     run_regimes,
 )
 from dalp_moo.precision.headroom import rescale_input_for_headroom
-from dalp_moo.space import SearchSpace, count_params
+from dalp_moo.space import SearchSpace
 from dalp_moo.space.genome import (
     ACTIVATIONS,
     BLOCKS,
@@ -170,7 +174,8 @@ def _frac(num: float, den: float) -> float | None:
 
 
 def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: tuple, cfg: TrainConfig,
-             profile: NumericsProfile, args: argparse.Namespace, time_steps: bool) -> tuple[dict, dict | None]:
+             profile: NumericsProfile, backend: Any, args: argparse.Namespace,
+             time_steps: bool) -> tuple[dict, dict | None]:
     """All regimes of one (architecture, seed); ``norm`` is the input normalisation
     ``(shift, scale)`` per band. Returns the case record and, with ``time_steps``, the step timing
     of the architecture."""
@@ -191,6 +196,11 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
     def score(predict: Any) -> float:
         return evaluate_segmentation(predict, test_set, 2).miou
 
+    input_shape = (1, *tuple(test_set[0][0].shape))
+
+    def deployed(m: torch.nn.Module) -> Any:  # the model as the backend runs it
+        return backend.deploy(m.eval(), input_shape, profile=profile.name).predict
+
     variants = {v: score(deploy_fp16(fp32_model, get_profile(p, **over))) for v, (p, over) in VARIANTS.items()}
     probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
     calib = torch.stack([train_set[i][0] for i in range(min(16, len(train_set)))])
@@ -199,12 +209,12 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
     # rescaling alone (function-preserving in FP32, no training)
     rescaled = copy.deepcopy(fp32_model)
     k_rescale = rescale_input_for_headroom(rescaled, calib, profile)
-    rescale_only = score(deploy_fp16(rescaled, profile)) if k_rescale else variants["myriadx"]
 
-    # dalp: rescaling + FP16-aware fine-tuning
+    # dalp: rescaling + FP16-aware fine-tuning (the search's regime pipeline)
     dalp_model = copy.deepcopy(fp32_model)
-    res = run_regimes(dalp_model, finetune, score, "dalp", profile, overflow_push=args.overflow_push,
-                      keep_fp32_copy=False, calibration=calib)
+    res = run_regimes(dalp_model, backend, input_shape, score, "dalp", profile, finetune_fn=finetune,
+                      calibration=calib, overflow_push=args.overflow_push)
+    rescale_only = score(deployed(rescaled)) if k_rescale else res.ptq
     after = diagnose(dalp_model, profile, probe)["summary"]
 
     # control: the same fine-tuning in plain FP32, then post-training conversion
@@ -213,7 +223,7 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
     finetune(ft32_model)
     ft32_model.eval()
     ft32_s = time.perf_counter() - t0
-    ft32, ft32_ptq = score(ft32_model), score(deploy_fp16(ft32_model, profile))
+    ft32, ft32_ptq = score(ft32_model), score(deployed(ft32_model))
 
     # second control: rescaling + plain FP32 fine-tuning (only the FP16-aware forward differs from dalp)
     ft32r_ptq = None
@@ -223,11 +233,11 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
             rescale_input_for_headroom(ft32r_model, calib, profile)
             finetune(ft32r_model)
             ft32r_model.eval()
-            ft32r_ptq = score(deploy_fp16(ft32r_model, profile))
+            ft32r_ptq = score(deployed(ft32r_model))
         else:  # no rescaling happened: identical to the first control
             ft32r_ptq = ft32_ptq
 
-    fp32, ptq, dalp = res["fp32_miou"], res["ptq_miou"], res["dalp_miou"]
+    fp32, ptq, dalp = res.fp32, res.ptq, res.dalp
     gap, ctrl_gap = fp32 - ptq, ft32 - ft32_ptq
     case = {
         "arch": name, "description": arch.describe(), "arch_id": arch.arch_id,
@@ -242,7 +252,7 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
         "gap_recovered_by_ft32": _frac(ft32_ptq - ptq, gap),
         "gap_recovered_by_ft32_rescaled": None if ft32r_ptq is None else _frac(ft32r_ptq - ptq, gap),
         "fp32_epochs": fit.epochs_run, "fp32_train_s": fit.time_s, "fp32_step_ms": fit.step_ms,
-        "dalp_finetune_s": res["finetune_s"], "dalp_step_ms": res["finetune"].step_ms,
+        "dalp_finetune_s": res.finetune_s, "dalp_step_ms": res.finetune.step_ms,
         "ft32_finetune_s": ft32_s,
         "ptq_variants": variants,
         "ptq_overflow": diag["overflow"], "ptq_nonfinite_output": diag["output_nonfinite_fraction"],
@@ -357,6 +367,8 @@ def main() -> None:
     ap.add_argument("--overflow-push", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--profile", default="myriadx")
+    ap.add_argument("--backend", default=BackendConfig().name,
+                    help="deployment backend of the deployed scores (default: the search's default)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--timing-steps", type=int, default=15, help="interleaved step pairs per architecture")
     ap.add_argument("--no-rescaled-control", dest="rescaled_control", action="store_false",
@@ -384,6 +396,7 @@ def main() -> None:
                       finetune_lr=args.finetune_lr, profile=args.profile, device="cpu")
     space = SearchSpace(SpaceConfig())
     profile = get_profile(args.profile)
+    backend = backends.get(args.backend)
     if args.retime:
         retime(args, archs, space, source, splits, norm, cfg, profile)
         return
@@ -391,7 +404,8 @@ def main() -> None:
                 "normalization": data_cfg.normalization, "epochs": args.epochs, "patience": cfg.patience,
                 "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,
                 "overflow_push": args.overflow_push, "seeds": args.seeds, "batch_size": cfg.batch_size,
-                "threads": torch.get_num_threads(), "quick": args.quick,
+                "threads": torch.get_num_threads(), "quick": args.quick, "backend": args.backend,
+                "backend_emulated": backend.info().emulated,
                 "archs": [a[0] for a in archs], "timing_steps": args.timing_steps,
                 "rescaled_control": args.rescaled_control}
     print(f"data: {data_cfg.source} {data_cfg.normalization}, {args.tiles} tiles of {args.tile_size} px "
@@ -410,7 +424,8 @@ def main() -> None:
         arch = space.decode(genome_of(space, units))
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            case, timing = run_case(name, arch, seed, source, splits, norm, cfg, profile, args, time_steps=seed == 0)
+            case, timing = run_case(name, arch, seed, source, splits, norm, cfg, profile, backend, args,
+                                    time_steps=seed == 0)
             cases.append(case)
             if timing is not None:
                 timings.append(timing)

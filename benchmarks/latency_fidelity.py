@@ -43,20 +43,19 @@ from dalp_moo.backends.myriadx import calibrate
 from dalp_moo.backends.openvino_backend import PRECISIONS, OpenVINODeployment, effective_precision, ov_version
 from dalp_moo.backends.zoo import random_unet
 from dalp_moo.config import SpaceConfig
-from dalp_moo.model import build_model
+from dalp_moo.model import ParamCounter, build_model
 from dalp_moo.space import SearchSpace
-from dalp_moo.space.repair import repair
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency_fidelity.json"
 
 
 def space_candidates(n: int, seed: int, in_channels: int = 4) -> list[torch.nn.Module]:
     """``n`` random repaired candidates of the default search space (eval mode)."""
-    space = SearchSpace(SpaceConfig())
+    space = SearchSpace(SpaceConfig(), param_cap=100_000, count=ParamCounter(in_channels))
     rng = np.random.default_rng(seed)
     models = []
     for g in space.sample(n, rng):
-        arch = space.decode(repair(space, g, in_channels))
+        arch = space.decode(space.repair(g))
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
         models.append(build_model(arch, in_channels).eval())
     return models

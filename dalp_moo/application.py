@@ -16,7 +16,6 @@ violation is <= 0. Maximised objectives are negated in one place: :meth:`Objecti
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from dalp_moo.compat import tomllib
 from dalp_moo.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
@@ -107,6 +107,13 @@ class Constraint:
         if v is None:
             return max(MISSING_METRIC - self.upper, 1.0)
         return float(v - self.upper)
+
+    def explain(self, metrics: Mapping[str, Any]) -> str:
+        """One line saying how ``metrics`` violate this constraint (for failure reasons)."""
+        v = _finite(metrics.get(self.key))
+        shown = "missing" if v is None else f"{v:g}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.key} {shown}{unit} > {self.name} {self.upper:g}{unit}"
 
     def known(self, metrics: Mapping[str, Any]) -> bool:
         """Whether ``metrics`` hold a finite value of this constraint's metric."""

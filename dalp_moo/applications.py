@@ -7,8 +7,10 @@
 Applications are found, in this order, among
 
 1. registrations made with :func:`register` (a module path, or an ``Application`` instance);
+   ``vessel-segmentation`` is registered as ``problems.vessel_segmentation``;
 2. the modules of the ``problems`` package that define ``APPLICATION`` (adding a file
-   ``problems/<name>.py`` is all it takes);
+   ``problems/<name>.py`` is all it takes; ``get("early-exit")`` tries ``problems.early_exit``
+   first, and only then imports every module of the package);
 3. installed packages that declare an entry point in the group ``dalp_moo.applications``
    pointing at a module that defines ``APPLICATION``.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import re
 from importlib import metadata
 
 from dalp_moo.application import Application
@@ -31,7 +34,8 @@ DEFAULT = "vessel-segmentation"  #: the application of configs without a ``probl
 PLUGIN_PACKAGE = "problems"
 ENTRY_POINT_GROUP = "dalp_moo.applications"
 
-_MODULES: dict[str, str] = {}  # registered name -> module path (loaded on first use)
+_BUILTIN = {DEFAULT: f"{PLUGIN_PACKAGE}.vessel_segmentation"}
+_MODULES: dict[str, str] = dict(_BUILTIN)  # registered name -> module path (loaded on first use)
 _APPS: dict[str, Application] = {}  # loaded applications
 _discovered = False
 
@@ -42,6 +46,21 @@ def _from_module(path: str) -> Application:
     if not isinstance(app, Application):
         raise ConfigError(f"module {path} does not define APPLICATION (an Application instance)")
     return app
+
+
+def _conventional(name: str) -> Application | None:
+    """The application of ``problems/<name with - as _>.py``, or None if there is no such module."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        return None
+    path = f"{PLUGIN_PACKAGE}.{name.replace('-', '_')}"
+    try:
+        return _from_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name in (path, PLUGIN_PACKAGE):
+            return None
+        raise ConfigError(f"problem {name!r}: {path} needs {exc.name!r}, which is not installed") from exc
+    except ConfigError:
+        return None
 
 
 def register(name: str, module_path: str | Application) -> None:
@@ -61,9 +80,10 @@ def register(name: str, module_path: str | Application) -> None:
 
 
 def unregister(name: str) -> None:
-    """Forget a run-time registration (tests)."""
+    """Forget a run-time registration (tests); built-in applications stay."""
     _APPS.pop(name, None)
-    _MODULES.pop(name, None)
+    if name not in _BUILTIN:
+        _MODULES.pop(name, None)
 
 
 def _discover() -> None:
@@ -99,6 +119,10 @@ def get(name: str | None = None) -> Application:
         app = _from_module(_MODULES[name])
         if app.name != name:
             raise ConfigError(f"module {_MODULES[name]} defines application {app.name!r}, not {name!r}")
+        _APPS[name] = app
+        return app
+    app = _conventional(name)
+    if app is not None and app.name == name:
         _APPS[name] = app
         return app
     _discover()

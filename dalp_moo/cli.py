@@ -1,15 +1,20 @@
 """Command-line interface: a thin layer over the library API.
 
-``python -m dalp_moo run`` searches; ``backends`` lists deployment backends; ``show`` summarises a
-run folder. Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
+``python -m dalp_moo run`` searches; ``backends`` and ``problems`` list the registered deployment
+backends and applications; ``show`` summarises a run folder. Errors caused by input print one line
+and exit 2 (``--debug`` shows the traceback). Choice lists are read from their registries (presets
+and problems: :mod:`dalp_moo.applications`; regimes and profiles: :mod:`dalp_moo.precision`;
+algorithms: :data:`dalp_moo.config.ALGORITHMS`; backends: :mod:`dalp_moo.backends`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +85,59 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     configure(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+class RegistryChoice(click.Choice):
+    """A :class:`click.Choice` whose choices are read from a registry when first needed (so that
+    importing the CLI does not import every application)."""
+
+    def __init__(self, source: Callable[[], Iterable[str]]) -> None:  # noqa: D107 - no super().__init__
+        self._source = source
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._source())
+        return self._choices
+
+
+def _presets() -> Iterable[str]:
+    from dalp_moo import applications
+
+    return applications.all_presets()
+
+
+def _problems() -> Iterable[str]:
+    from dalp_moo import applications
+
+    return applications.available()
+
+
+def _regimes() -> Iterable[str]:
+    from dalp_moo.precision import REGIMES
+
+    return REGIMES
+
+
+def _profiles() -> Iterable[str]:
+    from dalp_moo.precision import PROFILES
+
+    return PROFILES
+
+
+def _algorithms() -> Iterable[str]:
+    from dalp_moo.config import ALGORITHMS
+
+    return ALGORITHMS
+
+
 class TqdmProgress:
     """Progress bar per generation (evaluations) with a one-line result per candidate."""
 
-    def __init__(self) -> None:
+    def __init__(self, objectives: tuple = ()) -> None:
         self.bar: Any = None
         self.generation = 0
+        self.objectives = objectives
 
     def batch_start(self, n_new: int, n_cached: int) -> None:
         from tqdm import tqdm
@@ -99,8 +151,8 @@ class TqdmProgress:
             return
         if not cached:
             if record.ok:
-                self.bar.set_postfix_str(f"{record.arch_id} mIoU {record.deployed_miou:.3f} "
-                                         f"{record.latency_ms:.2f}ms {record.params}p")
+                shown = " ".join(o.format(record.metrics.get(o.key)) for o in self.objectives)
+                self.bar.set_postfix_str(f"{record.arch_id} {shown}")
             else:
                 self.bar.write(f"  {record.arch_id} {record.status}: {record.reason}", file=sys.stderr)
         self.bar.update(1)
@@ -120,8 +172,8 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
         "workers": ("search", "workers"), "scheduler": ("search", "scheduler"),
         "epochs": ("train", "epochs"), "regime": ("train", "regime"), "profile": ("train", "profile"),
         "device": ("train", "device"), "data": ("data", "source"), "backend": ("backend", "name"),
-        "backend_device": ("backend", "device"), "latency_budget": ("backend", "latency_budget_ms"),
-        "param_cap": ("space", "param_cap"),
+        "backend_device": ("backend", "device"), "latency_budget": ("constraints", "latency_budget_ms"),
+        "param_cap": ("constraints", "param_cap"),
     }
     out: list[dict[str, Any]] = []
     for name, (section, key) in mapping.items():
@@ -132,24 +184,30 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["smoke", "default", "paper"]), default="default", show_default=True,
-              help="Built-in configuration: smoke (CI-sized), default (embedded job), paper (paper's budget).")
+@click.option("--problem", type=RegistryChoice(_problems),
+              help="Application to search (see `dalp_moo problems`) "
+                   "[default: the config file's, else vessel-segmentation].")
+@click.option("--preset", type=RegistryChoice(_presets),
+              help="Preset of the application, e.g. smoke (CI-sized), default (embedded job), paper (paper's budget) "
+                   "[default: the config file's, else default].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML config file.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config value (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<preset>-<time>].")
-@click.option("--algorithm", type=click.Choice(["nsga2", "random"]), help="Search algorithm.")
+@click.option("--algorithm", type=RegistryChoice(_algorithms), help="Search algorithm.")
 @click.option("--seed", type=int, help="Seed of search, data and training.")
 @click.option("--population", type=int, help="Population size.")
 @click.option("--generations", type=int, help="Number of generations.")
 @click.option("--epochs", type=int, help="FP32 training epochs per candidate.")
-@click.option("--regime", type=click.Choice(["fp32", "ptq", "dalp"]), help="Training/evaluation regime.")
-@click.option("--profile", type=click.Choice(["ieee", "myriadx", "bf16"]), help="Deployment numerics profile (bf16: with --backend openvino, precision bf16).")
+@click.option("--regime", type=RegistryChoice(_regimes), help="Training/evaluation regime.")
+@click.option("--profile", type=RegistryChoice(_profiles),
+              help="Deployment numerics profile (bf16: with --backend openvino, precision bf16).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
 @click.option("--data", help="Data source: synthetic, airbus:PATH or folder:PATH.")
 @click.option("--backend", help="Deployment backend (see `dalp_moo backends`).")
 @click.option("--backend-device", help="Device of the backend (e.g. OpenVINO CPU).")
-@click.option("--latency-budget", type=float, help="Latency constraint in ms (0 = none).")
-@click.option("--param-cap", type=int, help="Parameter cap (parameters).")
+@click.option("--latency-budget", type=float,
+              help="Latency constraint constraints.latency_budget_ms (ms, 0 = none).")
+@click.option("--param-cap", type=int, help="Parameter cap constraints.param_cap (parameters).")
 @click.option("--workers", type=int, help="Local Dask workers (0 = in-process).")
 @click.option("--scheduler", help="Existing Dask scheduler address tcp://HOST:PORT.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder.")
@@ -157,8 +215,9 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.pass_context
-def run(ctx: click.Context, preset: str, config_path: str | None, sets: tuple[str, ...], out: str | None,
-        resume_dir: str | None, force: bool, debug: bool, progress: bool, **options: Any) -> None:
+def run(ctx: click.Context, problem: str | None, preset: str | None, config_path: str | None,
+        sets: tuple[str, ...], out: str | None, resume_dir: str | None, force: bool, debug: bool, progress: bool,
+        **options: Any) -> None:
     """Run a search (NSGA-II by default) and write the run folder."""
     from dalp_moo.config import load_config
     from dalp_moo.search import run_search
@@ -166,24 +225,47 @@ def run(ctx: click.Context, preset: str, config_path: str | None, sets: tuple[st
     if debug:
         ctx.obj["debug"] = True
         configure(logging.DEBUG)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the run writes plots to files
     overrides = _overrides(options, sets)
     if resume_dir:
-        if overrides or config_path:
+        if overrides or config_path or preset or problem:
             raise DalpError("--resume uses the run folder's own config.toml; drop the other options")
-        outcome = run_search(None, resume_dir, resume=True, progress=TqdmProgress() if progress else None)
+        from dalp_moo.results import RunFolder
+
+        objectives = RunFolder.open(resume_dir).scoring().objectives
+        outcome = run_search(None, resume_dir, resume=True, progress=TqdmProgress(objectives) if progress else None)
     else:
-        cfg = load_config(preset, config_path, overrides)
-        out = out or str(Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-        outcome = run_search(cfg, out, force=force, progress=TqdmProgress() if progress else None)
+        cfg = load_config(preset, config_path, overrides, problem=problem)
+        objectives = tuple(cfg.application.objectives(cfg))
+        out = out or str(Path("runs") / f"{cfg.preset or cfg.problem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        outcome = run_search(cfg, out, force=force, progress=TqdmProgress(objectives) if progress else None)
     s = outcome.summary
     click.echo(f"run folder: {outcome.folder.path}")
     click.echo(f"evaluations: {s['evaluations']} ({s['unique_architectures']} architectures, {s['failed']} failed)")
     click.echo(f"Pareto front: {s['front_size']} candidates; hypervolume {s['hypervolume']:.4f}")
-    if s["best_deployed_miou"] is not None:
-        tag = " (emulated)" if s["emulated"] else ""
-        click.echo(f"best on-device mIoU{tag}: {s['best_deployed_miou']:.4f} ({s['best_arch_id']}, "
-                   f"{s['best_params']} parameters, {s['best_latency_ms']:.3f} ms)")
+    click.echo(_best_line(s, objectives))
     click.echo(f"time: {s['elapsed_s']:.0f} s")
+
+
+def _best_line(summary: dict[str, Any], objectives: tuple) -> str:
+    """``best on-device mIoU (emulated): 0.7549 (65c1fca739b9, latency_ms 2.282 ms, params 41064)``."""
+    first = objectives[0]
+    best = summary.get("best_metrics")
+    if not best or best.get(first.key) is None:
+        return f"best {first.name}: none (no feasible candidate)"
+    tag = " (emulated)" if summary["emulated"] else ""
+    rest = ", ".join(o.format(best.get(o.key)) for o in objectives[1:])
+    return f"best {first.name}{tag}: {best[first.key]:.4f} ({summary['best_arch_id']}{', ' + rest if rest else ''})"
+
+
+@main.command()
+def problems() -> None:
+    """List the registered applications (problems) and their presets."""
+    from dalp_moo import applications
+
+    for name, version in applications.available().items():
+        presets = ", ".join(applications.get(name).presets()) or "-"
+        click.echo(f"{name:24s} v{version:4s} presets: {presets}")
 
 
 @main.command()
@@ -201,17 +283,15 @@ def backends() -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def show(run_dir: str) -> None:
     """Print the summary and Pareto front of a run folder."""
-    from dalp_moo.results import RunFolder
-    from dalp_moo.search.driver import summarise
+    from dalp_moo.results import RunFolder, summarise
 
     folder = RunFolder.open(run_dir)
-    cfg = folder.config()
-    records = folder.records()
-    front, summary = summarise(cfg, records, 0.0)
+    scoring = folder.scoring()
+    front, summary = summarise(folder.records(), scoring)
     summary.pop("elapsed_s")
     click.echo(json.dumps(summary, indent=2))
-    table = folder.table(front)[["arch_id", "deployed_miou", "fp32_miou", "latency_ms", "params", "description"]]
-    click.echo(table.to_string(index=False))
+    columns = ["arch_id", *dict.fromkeys(o.key for o in scoring.objectives), "description"]
+    click.echo(folder.table(front)[columns].to_string(index=False))
 
 
 main.add_command(data)
@@ -220,7 +300,7 @@ main.add_command(accel)
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--candidate", "arch_id", help="Architecture ID [default: the best on-device mIoU].")
-@click.option("--profile", type=click.Choice(["ieee", "myriadx"]),
+@click.option("--profile", type=RegistryChoice(_profiles),
               help="Recompute under this numerics profile from the stored weights.")
 @click.option("--tiles", type=int, default=8, show_default=True, help="Validation tiles used when recomputing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -229,14 +309,13 @@ def diagnose(run_dir: str, arch_id: str | None, profile: str | None, tiles: int,
     overflows, underflows, flushed values, relative error against FP32."""
     from dalp_moo.evaluation.artifacts import ArtifactStore, check_arch_id
     from dalp_moo.precision import format_diagnostics
-    from dalp_moo.results import RunFolder
-    from dalp_moo.search.driver import summarise
+    from dalp_moo.results import RunFolder, summarise
 
     folder = RunFolder.open(run_dir)
     cfg = folder.config()
     records = {r.arch_id: r for r in folder.records()}
     if arch_id is None:
-        _, summary = summarise(cfg, list(records.values()), 0.0)
+        _, summary = summarise(list(records.values()), folder.scoring(cfg))
         arch_id = summary["best_arch_id"]
         if arch_id is None:
             raise DalpError(f"run folder {run_dir}: no successful evaluation to diagnose")
@@ -253,10 +332,12 @@ def diagnose(run_dir: str, arch_id: str | None, profile: str | None, tiles: int,
 def _recompute_diagnostics(cfg: Any, record: EvalRecord, store: Any, profile: str, tiles: int) -> dict:
     import torch
 
-    from dalp_moo.evaluation.evaluator import Evaluator
+    from dalp_moo.evaluation import get_evaluator
     from dalp_moo.precision import diagnose as run_diagnose
 
-    evaluator = Evaluator(cfg)
+    evaluator = get_evaluator(cfg)
+    if not hasattr(evaluator, "build") or not hasattr(evaluator, "val_set"):
+        raise DalpError(f"problem {cfg.problem}: its evaluator cannot rebuild candidates for diagnostics")
     _, model = evaluator.build(list(record.genome))
     model.load_state_dict(store.weights(record.arch_id))
     val = evaluator.val_set

@@ -1,9 +1,21 @@
 """Typed, frozen run configuration.
 
 A run config is built from, in order of precedence: command-line overrides
-(``--set section.key=value`` and named options), a user TOML/YAML file, a preset
-(``dalp_moo/presets/<name>.toml``) and the dataclass defaults. Unknown keys, wrong types and
-out-of-range values raise :class:`~dalp_moo.errors.ConfigError` with one readable line.
+(``--set section.key=value`` and named options), a user TOML/YAML file, a preset of the
+application (``<preset_dir>/<name>.toml``) and the dataclass defaults. Unknown keys, wrong types
+and out-of-range values raise :class:`~dalp_moo.errors.ConfigError` with one readable line.
+
+Layout (TOML)::
+
+    preset = "smoke"
+    problem = "vessel-segmentation"     # the application (see dalp_moo.applications)
+    [search]       generic: algorithm, population, generations, seed, workers, ...
+    [backend]      generic: deployment backend
+    [constraints]  the application's constraints (vessel segmentation: param_cap, latency_budget_ms)
+    [space] [data] [train] ...   sections supplied by the application
+
+What enters the evaluation hash (the key of cached evaluations) is declared on the fields: every
+field does unless it carries ``metadata={"hash": False}`` (threads, cache folders, search size).
 """
 
 from __future__ import annotations
@@ -12,41 +24,59 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dalp_moo import applications
+from dalp_moo.compat import tomllib
 from dalp_moo.errors import ConfigError
+from dalp_moo.log import logger
 
-PRESET_DIR = Path(__file__).parent / "presets"
-PRESETS = ("smoke", "default", "paper")
+#: the search algorithms (``dalp_moo.search.algorithms`` builds one per name)
+ALGORITHMS = ("nsga2", "random")
+#: sections every run config has; applications add theirs
+COMMON_SECTIONS = ("search", "backend", "constraints")
+_RESERVED = {*COMMON_SECTIONS, "preset", "problem", "sections"}
+
+#: field metadata of a value that does not change a candidate's evaluation
+NO_HASH = {"hash": False}
 
 
-def _check(cond: bool, key: str, message: str) -> None:
+def nohash(default: Any) -> Any:
+    """A dataclass field with ``default`` that does not enter the evaluation hash."""
+    return field(default=default, metadata=NO_HASH)
+
+
+def check(cond: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError("config value KEY: MESSAGE")`` unless ``cond``."""
     if not cond:
         raise ConfigError(f"config value {key}: {message}")
 
 
-def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
-    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+def check_choice(value: str, choices: typing.Iterable[str], key: str) -> None:
+    """Raise a ConfigError unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
 
 
+_check, _choice = check, check_choice  # short local names
+
+
+# -- sections of the built-in layers (the vessel-segmentation application uses them) ----------
 @dataclass(frozen=True)
 class SpaceConfig:
     """U-Net encoder search space (see :mod:`dalp_moo.space`)."""
 
     min_units: int = 3  #: fewest encoder units
     max_units: int = 5  #: most encoder units (genome length is fixed by this)
-    param_cap: int = 100_000  #: constraint: parameters <= cap (parameters)
     num_classes: int = 2  #: output classes (background, vessel)
 
     def __post_init__(self) -> None:
         _check(1 <= self.min_units <= self.max_units <= 6, "space.min_units/max_units",
                f"need 1 <= min_units <= max_units <= 6, got {self.min_units}..{self.max_units}")
-        _check(self.param_cap >= 1000, "space.param_cap", f"must be >= 1000, got {self.param_cap}")
         _check(self.num_classes >= 2, "space.num_classes", "must be >= 2")
 
 
@@ -61,7 +91,7 @@ class DataConfig:
     seed: int = 0  #: synthetic: generator seed
     normalization: str = "raw"  #: 'raw' digital numbers, 'standardize' per band, or 'scale'
     scale: float = 1.0 / 4095.0  #: factor applied to inputs when normalization = 'scale'
-    cache_dir: str = ""  #: where generated data are cached ('' = in memory only)
+    cache_dir: str = nohash("")  #: where generated data are cached ('' = in memory only)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source", "must not be empty")
@@ -75,7 +105,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training of one candidate (paper: Adam 1e-3, focal loss, batch 8, patience 3)."""
+    """Training of one candidate (paper: Adam 1e-3, focal loss, batch 8, patience 3).
+
+    ``regime`` and ``profile`` are checked against the precision registries by the application
+    (:data:`dalp_moo.precision.REGIMES`, :data:`dalp_moo.precision.PROFILES`).
+    """
 
     epochs: int = 4  #: FP32 training epochs per candidate
     batch_size: int = 8
@@ -88,7 +122,7 @@ class TrainConfig:
     finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
     profile: str = "myriadx"  #: deployment numerics profile ('ieee', 'myriadx' or 'bf16')
     device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
-    threads: int = 0  #: torch CPU threads per evaluation (0 = torch default)
+    threads: int = nohash(0)  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
     max_memory_mb: int = 0  #: per-evaluation memory budget in MB (0 = none; also the Dask worker limit)
     #: 'balanced' (focal + Dice loss, vessel-tile sampling, lr schedule) or 'paper' (focal loss,
@@ -106,9 +140,7 @@ class TrainConfig:
         _check(self.focal_gamma >= 0, "train.focal_gamma", "must be >= 0")
         _check(self.focal_alpha > 0, "train.focal_alpha", "must be > 0")
         _check(self.patience >= 1, "train.patience", "must be >= 1")
-        _choice(self.regime, ("fp32", "ptq", "dalp"), "train.regime")
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", "must be >= 0")
-        _choice(self.profile, ("ieee", "myriadx", "bf16"), "train.profile")
         _choice(self.device, ("auto", "cpu", "cuda"), "train.device")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
         _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")
@@ -119,14 +151,14 @@ class TrainConfig:
         _choice(self.schedule, ("cosine", "constant"), "train.schedule")
 
 
+# -- generic sections ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BackendConfig:
     """Deployment backend that measures on-device accuracy and latency."""
 
     name: str = "myriadx"  #: registered backend name (see ``dalp_moo.backends.available()``)
     device: str = "CPU"  #: device for backends that have several (OpenVINO device name)
-    latency_budget_ms: float = 0.0  #: optional constraint latency <= budget (ms, 0 = none)
-    export_ir: bool = True  #: write OpenVINO IR (FP16 weights) of the front's candidates at the end
+    export_ir: bool = nohash(True)  #: write OpenVINO IR (FP16 weights) of the front's candidates at the end
     #: backend-specific options, e.g. ``{latency = "model"}`` for openvino, ``{streams = 1}`` for myriadx
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -135,25 +167,25 @@ class BackendConfig:
         for key, value in self.options.items():
             _check(isinstance(value, (str, int, float, bool)), f"backend.options.{key}",
                    f"must be a string, number or boolean, got {type(value).__name__}")
-        _check(self.latency_budget_ms >= 0, "backend.latency_budget_ms", "must be >= 0")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The multi-objective search."""
+    """The multi-objective search. Only ``seed`` changes a candidate's evaluation."""
 
-    algorithm: str = "nsga2"  #: 'nsga2' or 'random' (random-search baseline, same budget)
-    population: int = 12  #: population size (individuals per generation)
-    generations: int = 4  #: generations (initial population included)
+    algorithm: str = nohash("nsga2")  #: 'nsga2' or 'random' (random-search baseline, same budget)
+    population: int = nohash(12)  #: population size (individuals per generation)
+    generations: int = nohash(4)  #: generations (initial population included)
     seed: int = 0  #: seed of the search, data split and training
-    mutation_prob: float = 0.2  #: per-gene reset-mutation probability
-    crossover_prob: float = 0.9  #: probability that a mating is crossed over
-    workers: int = 0  #: local Dask workers (0 = evaluate in this process)
-    scheduler: str = ""  #: address of an existing Dask scheduler (tcp://HOST:PORT)
-    cache_dir: str = ""  #: shared evaluation cache folder, reused across runs ('' = none; relative = inside the run folder)
+    mutation_prob: float = nohash(0.2)  #: per-gene reset-mutation probability
+    crossover_prob: float = nohash(0.9)  #: probability that a mating is crossed over
+    workers: int = nohash(0)  #: local Dask workers (0 = evaluate in this process)
+    scheduler: str = nohash("")  #: address of an existing Dask scheduler (tcp://HOST:PORT)
+    #: shared evaluation cache folder, reused across runs ('' = none; relative = inside the run folder)
+    cache_dir: str = nohash("")
 
     def __post_init__(self) -> None:
-        _choice(self.algorithm, ("nsga2", "random"), "search.algorithm")
+        _choice(self.algorithm, ALGORITHMS, "search.algorithm")
         _check(self.population >= 2, "search.population", f"must be >= 2, got {self.population}")
         _check(self.generations >= 1, "search.generations", "must be >= 1")
         _check(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
@@ -165,38 +197,86 @@ class SearchConfig:
                "give either workers (local cluster) or scheduler (existing cluster), not both")
 
 
+def _hashed(section: Any) -> dict[str, Any]:
+    """The fields of a section dataclass that enter the evaluation hash."""
+    values = dataclasses.asdict(section)
+    return {f.name: values[f.name] for f in fields(section) if f.metadata.get("hash", True)}
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run. ``preset`` records where the defaults came from."""
+    """Everything that defines a run. ``preset`` records where the defaults came from,
+    ``problem`` names the application; ``sections`` holds the application's sections, which are
+    also attributes (``cfg.train``). Missing sections get their defaults."""
 
-    preset: str = "default"
+    preset: str = ""
+    problem: str = applications.DEFAULT
     search: SearchConfig = field(default_factory=SearchConfig)
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    constraints: Any = None  #: the application's constraints dataclass (None = its defaults)
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.problem, str) or not self.problem:
+            raise ConfigError(f"config value problem: expected a non-empty string, got {self.problem!r}")
+        app = applications.get(self.problem)
+        for name in app.sections:
+            if name in _RESERVED:
+                raise ConfigError(f"application {app.name}: section name {name!r} is reserved")
+        unknown = sorted(set(self.sections) - set(app.sections))
+        if unknown:
+            raise _unknown(unknown[0], sorted([*COMMON_SECTIONS, *app.sections]), "section ")
+        filled = {name: self.sections[name] if self.sections.get(name) is not None else cls()
+                  for name, cls in app.sections.items()}
+        object.__setattr__(self, "sections", filled)
+        if self.constraints is None:
+            object.__setattr__(self, "constraints", app.constraints_section())
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} of problem {self.__dict__.get('problem')!r} "
+                             f"has no section {name!r}")
+
+    @property
+    def application(self) -> Any:
+        """The :class:`~dalp_moo.application.Application` named by ``problem``."""
+        return applications.get(self.problem)
+
+    def section_items(self) -> list[tuple[str, Any]]:
+        """``(name, dataclass)`` of every section: the common ones, then the application's."""
+        return [("search", self.search), ("backend", self.backend), ("constraints", self.constraints),
+                *self.sections.items()]
+
+    def replace(self, section: str, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied to one section (validated like any config)."""
+        if section in COMMON_SECTIONS:
+            return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+        if section not in self.sections:
+            raise _unknown(section, sorted([*COMMON_SECTIONS, *self.sections]), "section ")
+        sections = dict(self.sections)
+        sections[section] = dataclasses.replace(sections[section], **changes)
+        return dataclasses.replace(self, sections=sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``{"preset", "problem", section: {key: value}}`` (the TOML layout)."""
+        out: dict[str, Any] = {"preset": self.preset, "problem": self.problem}
+        for name, section in self.section_items():
+            out[name] = dataclasses.asdict(section)
+        return out
 
     def evaluation_hash(self) -> str:
-        """Hash of everything that changes one candidate's evaluation (not the search)."""
-        d = self.to_dict()
-        payload = {k: d[k] for k in ("space", "data", "train", "backend")}
-        payload["search_seed"] = self.search.seed
-        payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("threads",)}
-        payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache_dir"}
+        """Hash of everything that changes one candidate's evaluation: the application and its
+        version, and every section field not marked ``metadata={"hash": False}`` (of the search
+        section only the seed)."""
+        payload: dict[str, Any] = {"problem": self.problem, "version": self.application.version}
+        for name, section in self.section_items():
+            payload[name] = _hashed(section)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-SECTIONS: dict[str, type] = {
-    "search": SearchConfig,
-    "space": SpaceConfig,
-    "data": DataConfig,
-    "train": TrainConfig,
-    "backend": BackendConfig,
-}
 
 
 def resolve_write_path(path: str, run_dir: str | Path) -> Path:
@@ -222,7 +302,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``typ``; ints are accepted for floats."""
     if isinstance(typ, str):
         typ = eval(typ, {"float": float, "int": int, "str": str, "bool": bool, "dict": dict,  # noqa: S307
-                         "Any": Any})
+                         "Any": Any, "tuple": tuple, "list": list})
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(typ):
@@ -231,6 +311,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config value {key}: {value!r} has the wrong type")
+    if typ is Any:
+        return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is type(None) and value is None:
@@ -239,6 +321,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         return value
     if origin is dict and isinstance(value, dict):
         return dict(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
     name = getattr(typ, "__name__", str(typ))
     raise ConfigError(f"config value {key}: expected {name}, got {type(value).__name__} {value!r}")
 
@@ -256,18 +340,51 @@ def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
         raise ConfigError(f"config section {section}: {exc}") from exc
 
 
-def build_config(values: dict[str, Any], preset: str = "default") -> RunConfig:
-    """Build a :class:`RunConfig` from a nested mapping ``{section: {key: value}}``."""
-    sections = {}
+def _problem_of(values: dict[str, Any], default: str | None = None) -> str:
+    problem = values.get("problem", default) or applications.DEFAULT
+    if not isinstance(problem, str):
+        raise ConfigError(f"config value problem: expected a string, got {problem!r}")
+    return problem
+
+
+def migrate(values: dict[str, Any], problem: str | None = None) -> dict[str, Any]:
+    """Move keys of older config formats (the application's ``moved_keys``, e.g. format-1
+    ``space.param_cap`` -> ``constraints.param_cap``) to their new place, with a warning."""
+    app = applications.get(_problem_of(values, problem))
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for old, new in app.moved_keys.items():
+        old_section, old_key = old.split(".", 1)
+        new_section, new_key = new.split(".", 1)
+        content = out.get(old_section)
+        if isinstance(content, dict) and old_key in content:
+            target = out.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(new_key, content.pop(old_key))
+                logger.warning("config key %s has moved to %s (older config format); using it there", old, new)
+    return out
+
+
+def build_config(values: dict[str, Any], preset: str = "", problem: str | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested mapping ``{section: {key: value}}``
+    (top-level ``problem`` names the application)."""
+    problem = _problem_of(values, problem)
+    app = applications.get(problem)
+    values = migrate(values, problem)
+    classes: dict[str, type] = {"search": SearchConfig, "backend": BackendConfig,
+                                "constraints": app.constraints_section, **app.sections}
+    built: dict[str, Any] = {}
     for section, content in values.items():
-        if section == "preset":
+        if section in ("preset", "problem"):
             continue
-        if section not in SECTIONS:
-            raise _unknown(section, sorted(SECTIONS), "section ")
+        if section not in classes:
+            raise _unknown(section, sorted(classes), "section ")
         if not isinstance(content, dict):
             raise ConfigError(f"config section {section!r} must be a table of keys")
-        sections[section] = _build_section(SECTIONS[section], content, section)
-    return RunConfig(preset=preset, **sections)
+        built[section] = _build_section(classes[section], content, section)
+    common = {k: built.pop(k) for k in COMMON_SECTIONS if k in built}
+    cfg = RunConfig(preset=preset, problem=problem, sections=built, **common)
+    app.validate(cfg)
+    return cfg
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -302,11 +419,14 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def preset_values(name: str) -> dict[str, Any]:
-    """The mapping stored in the named preset."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    return tomllib.loads((PRESET_DIR / f"{name}.toml").read_text())
+def presets(problem: str | None = None) -> tuple[str, ...]:
+    """Preset names of the application ``problem`` (default: the default application)."""
+    return applications.get(problem).presets()
+
+
+def preset_values(name: str, problem: str | None = None) -> dict[str, Any]:
+    """The mapping stored in the named preset of the application ``problem``."""
+    return applications.get(problem).preset_values(name)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -323,26 +443,34 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(
-    preset: str = "default",
+    preset: str | None = None,
     path: str | Path | None = None,
     overrides: list[dict[str, Any]] | None = None,
+    problem: str | None = None,
 ) -> RunConfig:
-    """Resolve preset <- file <- overrides into a validated :class:`RunConfig`."""
-    values = preset_values(preset)
-    if path is not None:
-        file_values = read_file(path)
-        preset = str(file_values.pop("preset", preset))
-        if preset != "default" or "preset" in file_values:
-            values = preset_values(preset)
-        values = merge(values, file_values)
-    for item in overrides or []:
-        values = merge(values, item)
-    return build_config(values, preset=preset)
+    """Resolve preset <- file <- overrides into a validated :class:`RunConfig`.
+
+    ``problem`` (else the file's ``problem``, else the default application) selects the
+    application; ``preset`` (else the file's ``preset``, else the application's default preset)
+    selects its preset. Keys of older formats are migrated per layer (see :func:`migrate`).
+    """
+    file_values = read_file(path) if path is not None else {}
+    problem = problem or _problem_of(file_values)
+    app = applications.get(problem)
+    file_preset = file_values.get("preset")
+    if file_preset is not None and not isinstance(file_preset, str):
+        raise ConfigError(f"config value preset: expected a string, got {file_preset!r}")
+    preset = preset or file_preset or (app.default_preset if app.presets() else "")
+    values = app.preset_values(preset) if preset else {}
+    layers = [{k: v for k, v in file_values.items() if k not in ("preset", "problem")}, *(overrides or [])]
+    for layer in layers:
+        values = merge(values, migrate(layer, problem))
+    return build_config(values, preset=preset, problem=problem)
 
 
 def to_toml(cfg: RunConfig) -> str:
     """Serialise a config as TOML (readable, and loadable by :func:`load_config`)."""
-    lines = [f'preset = "{cfg.preset}"', ""]
+    lines = [f"preset = {json.dumps(cfg.preset)}", f"problem = {json.dumps(cfg.problem)}", ""]
     for section, content in cfg.to_dict().items():
         if not isinstance(content, dict):
             continue

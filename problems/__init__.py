@@ -1,5 +1,6 @@
-"""pymoo Problems of dalp_moo. Problems are thin: they hold a configuration, and an
-evaluation service (excluded from pickling) does the heavy work."""
+"""Applications of dalp_moo, one module each (``problems/<name>.py`` exposing ``APPLICATION``
+and a thin pymoo Problem); :mod:`dalp_moo.applications` discovers them. Presets live in
+``problems/presets/<module>/``."""
 
 from problems.vessel_segmentation import VesselSegmentationProblem
 

@@ -27,10 +27,12 @@ def test_load_run_flags_front_and_gap(two_runs):
     assert df.dalp_miou.notna().all() and df.gap.notna().all()
 
 
-def test_compare_runs_common_scale(two_runs):
+def test_compare_runs_common_reference(two_runs):
     table = compare_runs(list(two_runs))
     assert list(table.algorithm) == ["nsga2", "random"]
-    assert (table.hypervolume_common_scale >= 0).all()
+    assert (table.hypervolume_common_reference >= 0).all()
+    # same config and backend: the runs' fixed reference points agree, so both hypervolumes agree
+    assert table.hypervolume.tolist() == pytest.approx(table.hypervolume_common_reference.tolist())
 
 
 def test_notebook_code_runs(two_runs, monkeypatch):

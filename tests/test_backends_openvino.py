@@ -18,19 +18,18 @@ from dalp_moo.backends.openvino_backend import (
 )
 from dalp_moo.config import SpaceConfig
 from dalp_moo.errors import BackendError
-from dalp_moo.model import build_model
+from dalp_moo.model import ParamCounter, build_model
 from dalp_moo.space import SearchSpace
-from dalp_moo.space.repair import repair
 
 SHAPE = (1, 4, 32, 32)
 
 
 @pytest.fixture(scope="module")
 def candidate() -> torch.nn.Module:
-    space = SearchSpace(SpaceConfig(min_units=2, max_units=3))
+    space = SearchSpace(SpaceConfig(min_units=2, max_units=3), param_cap=100_000, count=ParamCounter(4))
     g = space.sample(1, np.random.default_rng(3))[0]
     torch.manual_seed(0)
-    model = build_model(space.decode(repair(space, g, 4)), 4).eval()
+    model = build_model(space.decode(space.repair(g)), 4).eval()
     with torch.no_grad():  # non-trivial batch-norm statistics
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

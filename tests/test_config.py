@@ -32,7 +32,11 @@ def test_unknown_section():
     ({"space": {"min_units": 5, "max_units": 3}}, "min_units"),
     ({"data": {"tile_size": 8}}, "data.tile_size"),
     ({"data": {"normalization": "zscore"}}, "data.normalization"),
-    ({"backend": {"latency_budget_ms": -1}}, "latency_budget_ms"),
+    ({"constraints": {"latency_budget_ms": -1}}, "constraints.latency_budget_ms"),
+    ({"constraints": {"param_cap": 10}}, "constraints.param_cap"),
+    ({"train": {"profile": "fp8"}}, "train.profile"),
+    ({"problem": "segmentatoin"}, "did you mean 'vessel-segmentation'"),
+    ({"problem": 3}, "problem"),
     ({"train": {"epochs": True}}, "expected int"),
     ({"train": "fast"}, "must be a table"),
 ])
@@ -42,7 +46,35 @@ def test_bad_values_rejected(values, message):
 
 
 def test_int_accepted_for_float():
-    assert build_config({"backend": {"latency_budget_ms": 5}}).backend.latency_budget_ms == 5.0
+    assert build_config({"constraints": {"latency_budget_ms": 5}}).constraints.latency_budget_ms == 5.0
+
+
+def test_format1_keys_move_to_constraints(caplog):
+    cfg = build_config({"space": {"param_cap": 50_000}, "backend": {"latency_budget_ms": 3}})
+    assert cfg.constraints.param_cap == 50_000 and cfg.constraints.latency_budget_ms == 3.0
+    assert "space.param_cap has moved to constraints.param_cap" in caplog.text
+
+
+def test_sections_are_attributes_and_replace_validates():
+    cfg = load_config("smoke")
+    assert cfg.problem == "vessel-segmentation" and cfg.train is cfg.sections["train"]
+    again = cfg.replace("train", epochs=3).replace("constraints", param_cap=20_000)
+    assert again.train.epochs == 3 and again.constraints.param_cap == 20_000 and cfg.train.epochs == 1
+    with pytest.raises(ConfigError, match="train.epochs"):
+        cfg.replace("train", epochs=0)
+    with pytest.raises(ConfigError, match="unknown config key section 'trian'"):
+        cfg.replace("trian", epochs=3)
+    with pytest.raises(AttributeError, match="no section 'nothing'"):
+        _ = cfg.nothing
+
+
+def test_presets_come_from_the_application():
+    from dalp_moo import applications
+
+    app = applications.get("vessel-segmentation")
+    assert app.presets() == ("default", "paper", "smoke")
+    with pytest.raises(ConfigError, match="unknown preset 'huge' for problem 'vessel-segmentation'"):
+        load_config("huge")
 
 
 def test_override_parsing():
@@ -73,11 +105,16 @@ def test_file_errors(tmp_path):
     assert load_config("smoke", yml).train.epochs == 2
 
 
-def test_evaluation_hash_ignores_search_size():
+def test_evaluation_hash_declared_on_fields():
     a = load_config("smoke")
-    b = load_config("smoke", overrides=[{"search": {"population": 8}}])
-    c = load_config("smoke", overrides=[{"train": {"epochs": 3}}])
-    assert a.evaluation_hash() == b.evaluation_hash() != c.evaluation_hash()
+    same = [{"search": {"population": 8, "algorithm": "random", "workers": 2}}, {"train": {"threads": 3}},
+            {"data": {"cache_dir": "x"}}, {"backend": {"export_ir": False}}]
+    for override in same:
+        assert load_config("smoke", overrides=[override]).evaluation_hash() == a.evaluation_hash(), override
+    different = [{"train": {"epochs": 3}}, {"search": {"seed": 1}}, {"backend": {"name": "analytic"}},
+                 {"constraints": {"param_cap": 50_000}}, {"data": {"n_tiles": 50}}]
+    for override in different:
+        assert load_config("smoke", overrides=[override]).evaluation_hash() != a.evaluation_hash(), override
 
 
 def test_backend_options_table(tmp_path):

@@ -12,6 +12,7 @@ from dalp_moo.config import load_config
 from dalp_moo.evaluation.dask_executor import NANNY_VARIABLES, DaskExecutor, worker_environ, worker_state
 from dalp_moo.evaluation.evaluator import evaluate_task
 from dalp_moo.space import SearchSpace
+from problems.vessel_segmentation import OBJECTIVES
 from tests.conftest import tiny_config
 
 
@@ -57,7 +58,7 @@ def test_worker_at_the_default_preset_data_size() -> None:
     assert index == 0 and record.ok, record.reason
     assert artifacts is not None and artifacts["weights"]
     local, _ = evaluate_task(cfg, genome)
-    assert record.objectives() == local.objectives()
+    assert record.objectives(OBJECTIVES) == local.objectives(OBJECTIVES)
 
 
 def test_memory_budget_death_names_the_budget(tmp_path) -> None:  # noqa: ANN001

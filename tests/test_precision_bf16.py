@@ -71,20 +71,19 @@ def test_openvino_bf16_dalp_combination_is_measured(tmp_path) -> None:  # noqa: 
     """``--backend openvino --set 'backend.options={precision="bf16"}' --profile bf16
     --regime dalp``: one candidate at tiny size; its deployed mIoU comes from the OpenVINO
     runtime in bf16 (not emulated)."""
-    from dalp_moo.evaluation.evaluator import Evaluator
+    from dalp_moo.evaluation import get_evaluator
 
     cfg = load_config("smoke", overrides=[
         {"backend": {"name": "openvino", "options": {"precision": "bf16", "runs": 3, "warmup": 1}}},
         {"train": {"profile": "bf16", "regime": "dalp", "threads": 1}},
         {"data": {"n_tiles": 20}}])
-    evaluator = Evaluator(cfg)
+    evaluator = get_evaluator(cfg)
     assert evaluator.backend_info.emulated is False
     assert evaluator.backend_info.details["inference_precision"] == "bf16"
-    from dalp_moo.space.repair import repair
-
-    genome = repair(evaluator.space, evaluator.space.sample(1, np.random.default_rng(0))[0], 4)
-    record = evaluator.evaluate(genome)
+    genome = evaluator.space.repair(evaluator.space.sample(1, np.random.default_rng(0))[0])
+    record, _ = evaluator.evaluate(genome)
     assert record.status == "ok", record.reason
-    assert record.emulated is False and record.latency_method == "measured"
-    assert record.ptq_miou is not None and record.dalp_miou is not None
-    assert record.deployed_miou == record.dalp_miou
+    m = record.metrics
+    assert record.emulated is False and m["latency_method"] == "measured"
+    assert m["ptq_miou"] is not None and m["dalp_miou"] is not None
+    assert m["deployed_miou"] == m["dalp_miou"]

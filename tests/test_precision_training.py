@@ -142,16 +142,25 @@ def test_regimes_end_to_end_tiny(tiny_data) -> None:
     def score(predict) -> float:  # noqa: ANN001
         return evaluate_segmentation(predict, val_set, 2).miou
 
+    from dalp_moo import backends
+
+    backend = backends.get("analytic")
+    shape = (1, *tuple(val_set[0][0].shape))
     fp32_state = copy.deepcopy(model.state_dict())
-    out = run_regimes(model, finetune, score, "dalp", "myriadx")
-    for key in ("fp32_miou", "ptq_miou", "dalp_miou"):
-        assert 0.0 <= out[key] <= 1.0
-    assert out["finetune"].epochs_run == 1
+    out = run_regimes(model, backend, shape, score, "dalp", "myriadx", finetune_fn=finetune)
+    for value in (out.fp32, out.ptq, out.dalp):
+        assert 0.0 <= value <= 1.0
+    assert out.deployed == out.dalp and out.predict == out.deployment.predict
+    assert out.finetune.epochs_run == 1 and out.input_rescale_k == 0
     assert any(not torch.equal(v, fp32_state[k]) for k, v in model.state_dict().items())
-    ptq = run_regimes(small_unet(4), None, score, "ptq", "ieee")
-    assert ptq["dalp_miou"] is None and ptq["deployed_miou"] == ptq["ptq_miou"]
+    ptq = run_regimes(small_unet(4), backend, shape, score, "ptq", "ieee")
+    assert ptq.dalp is None and ptq.deployed == ptq.ptq
+    fp32 = run_regimes(small_unet(4), backend, shape, score, "fp32", "ieee")
+    assert fp32.ptq is None and fp32.deployed == fp32.fp32 and fp32.deployment.latency().latency_ms > 0
     with pytest.raises(ConfigError):
-        run_regimes(small_unet(4), None, score, "int8")
+        run_regimes(small_unet(4), backend, shape, score, "int8")
+    with pytest.raises(ConfigError, match="fine-tuning function"):
+        run_regimes(small_unet(4), backend, shape, score, "dalp")
     assert gap_recovered(0.85, 0.78, 0.826) == pytest.approx(0.046 / 0.07)
     assert gap_recovered(0.8, 0.8, 0.8) is None
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from dalp_moo.config import to_toml
-from dalp_moo.evaluation import EvaluationService, evaluate_genome
+from dalp_moo.evaluation import STATUS_FAILED, STATUS_OK, EvaluationService, evaluate_genome, get_space
 from dalp_moo.search import run_search
-from dalp_moo.space import SearchSpace
+from problems.vessel_segmentation import OBJECTIVES
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.integration
@@ -62,10 +62,13 @@ def test_failed_candidates_are_recorded_and_search_goes_on(tmp_path):
     cfg = tiny_config(search={"population": 6, "generations": 2}, train={"max_memory_mb": 13})
     out = run_search(cfg, tmp_path / "run")
     statuses = [r.status for r in out.records]
-    assert "failed" in statuses and "ok" in statuses
-    failed = [r for r in out.records if r.status == "failed"]
+    assert STATUS_FAILED in statuses and STATUS_OK in statuses
+    failed = [r for r in out.records if r.status == STATUS_FAILED]
     assert all("memory budget exceeded" in r.reason for r in failed)
-    assert all(r.objectives() == (1.0, 1e6, 1e9) for r in failed)
+    assert all(r.objectives(OBJECTIVES) == (0.0, 1e6, 1e9) for r in failed)
+    space = get_space(cfg)  # failed records count parameters with the data source's bands
+    assert all(r.metrics["params"] == space.static_metrics(r.genome)["params"] for r in failed)
+    assert all(r.started_at and r.ended_at >= r.started_at for r in out.records)
     assert out.summary["front_size"] >= 1
     assert all(r.ok for r in out.front)
 
@@ -73,11 +76,12 @@ def test_failed_candidates_are_recorded_and_search_goes_on(tmp_path):
 def test_crashing_candidate_becomes_a_record():
     # 5 units need tiles of at least 32 px: at 16 px the fifth pooling raises inside torch
     cfg = tiny_config(data={"tile_size": 16})
-    space = SearchSpace(cfg.space)
+    space = get_space(cfg)
     genome = space.canonical(np.zeros(space.n_var, dtype=int))
     genome[0] = 2  # 5 units
     record = evaluate_genome(cfg, genome.tolist())
-    assert record.status == "failed" and "RuntimeError" in record.reason
+    assert record.status == STATUS_FAILED and "RuntimeError" in record.reason
+    assert record.metrics["params"] > 0
 
 
 def test_divergence_is_detected():
@@ -89,7 +93,7 @@ def test_divergence_is_detected():
     from dalp_moo.training import train_model
 
     cfg = tiny_config()
-    space = SearchSpace(cfg.space)
+    space = get_space(cfg)
     model = build_model(space.decode(np.zeros(space.n_var, dtype=int)), 4)
     with torch.no_grad():  # a candidate whose outputs overflow FP32 on raw inputs
         model.head.weight.fill_(1e38)
@@ -143,7 +147,7 @@ def test_two_worker_local_dask_cluster(tmp_path):
                         tmp_path / "serial")
     by_id = {r.arch_id: r for r in serial.records}
     for r in out.records:
-        assert r.objectives() == by_id[r.arch_id].objectives()
+        assert r.objectives(OBJECTIVES) == by_id[r.arch_id].objectives(OBJECTIVES)
 
 
 def test_evaluation_service_deduplicates_rows():
@@ -171,7 +175,7 @@ def test_artifacts_saved_and_loaded_safely(tmp_path):
         assert all(isinstance(v, torch.Tensor) for v in weights.values())
         diag = store.diagnostics(r.arch_id)
         assert diag["summary"]["profile"] == "myriadx" and diag["layers"]
-        assert r.dalp_miou is not None and r.ptq_miou is not None and r.fp32_miou is not None
+        assert all(r.metrics[k] is not None for k in ("dalp_miou", "ptq_miou", "fp32_miou"))
     with pytest.raises(RunFolderError, match="not an architecture ID"):
         store.weights("../../etc/passwd")
     # a pickle that would run code is refused by weights_only loading

@@ -3,14 +3,16 @@ import pytest
 import torch
 
 from dalp_moo.config import SpaceConfig
-from dalp_moo.model import build_model
-from dalp_moo.space import BLOCKS, SearchSpace, count_params, repair
+from dalp_moo.model import ParamCounter, build_model, count_params
+from dalp_moo.space import BLOCKS, SearchSpace
 from dalp_moo.space.genome import GENES_PER_UNIT
+
+CAP = 100_000
 
 
 @pytest.fixture
 def space() -> SearchSpace:
-    return SearchSpace(SpaceConfig())
+    return SearchSpace(SpaceConfig(), param_cap=CAP, count=ParamCounter(4))
 
 
 def test_genome_bounds_and_length(space):
@@ -71,10 +73,11 @@ def test_repair_fits_cap_and_keeps_feasible_genomes(space):
     over = 0
     for x in space.sample(40, rng):
         before = count_params(space.decode(x), 4)
-        r = repair(space, x, 4)
+        r = space.repair(x)
         after = count_params(space.decode(r), 4)
-        assert after <= space.cfg.param_cap
-        if before <= space.cfg.param_cap:
+        assert after <= CAP
+        assert space.static_metrics(r) == {"params": after}
+        if before <= CAP:
             assert np.array_equal(r, space.canonical(x))
         else:
             over += 1
@@ -83,14 +86,14 @@ def test_repair_fits_cap_and_keeps_feasible_genomes(space):
 
 def test_repair_clips_out_of_bounds(space):
     x = np.full(space.n_var, 99)
-    r = repair(space, x, 4)
+    r = space.repair(x)
     assert (r <= space.xu).all() and (r >= space.xl).all()
 
 
 def test_small_cap_repair_drops_units():
-    space = SearchSpace(SpaceConfig(param_cap=8000))
+    space = SearchSpace(SpaceConfig(), param_cap=8000, count=ParamCounter(4))
     x = space.xu.copy()
-    r = repair(space, x, 4)
+    r = space.repair(x)
     assert count_params(space.decode(r), 4) <= 8000
     assert space.n_units(r) < 5
 
@@ -106,3 +109,21 @@ def test_input_norm_identity_follows_loaded_buffers(space):
     assert not raw.norm.identity
     x = torch.rand(1, 4, 32, 32) * 100
     torch.testing.assert_close(raw.eval()(x), scaled.eval()(x))
+
+
+def test_space_without_counter_only_canonicalises():
+    space = SearchSpace(SpaceConfig())
+    x = space.xu.copy()
+    assert np.array_equal(space.repair(x), space.canonical(x))
+    assert space.static_metrics(x) == {}
+
+
+def test_space_satisfies_the_protocol(space):
+    import pickle
+
+    from dalp_moo.application import SearchSpaceProtocol
+
+    assert isinstance(space, SearchSpaceProtocol)
+    clone = pickle.loads(pickle.dumps(space))
+    x = space.xu.copy()
+    assert np.array_equal(clone.repair(x), space.repair(x))

@@ -15,8 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dalp_moo.errors import RunFolderError
 
 _ARCH_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -41,14 +39,18 @@ class ArtifactStore:
         """Store what an evaluation produced (keys ``weights`` and ``diagnostics``, both optional)."""
         check_arch_id(arch_id)
         if artifacts.get("weights") is not None:
+            import torch
+
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             torch.save(artifacts["weights"], self.weights_dir / f"{arch_id}.pt")
         if artifacts.get("diagnostics") is not None:
             self.diagnostics_dir.mkdir(parents=True, exist_ok=True)
             (self.diagnostics_dir / f"{arch_id}.json").write_text(json.dumps(artifacts["diagnostics"], default=float))
 
-    def weights(self, arch_id: str) -> dict[str, torch.Tensor]:
+    def weights(self, arch_id: str) -> dict[str, Any]:
         """The stored state dict of ``arch_id`` (safe loading: tensors only)."""
+        import torch
+
         path = self.weights_dir / f"{check_arch_id(arch_id)}.pt"
         if not path.is_file():
             raise RunFolderError(f"no stored weights for candidate {arch_id} in {self.root}")

@@ -1,7 +1,10 @@
 """Append-only JSON-lines journal of evaluations; every line is flushed and fsync'd.
 
-A torn last line (a write cut by a crash) is detected on reading, skipped with a warning and
-truncated before the next append, so finished evaluations are never lost.
+Lines are format 2 (``{"format": 2, "application": NAME, ...record}``, see
+:mod:`dalp_moo.evaluation.record`); format-1 lines of older runs load too. A torn last line (a
+write cut by a crash) is detected on reading, skipped with a warning and truncated before the
+next append, so finished evaluations are never lost. Appending costs O(1) in the journal's
+size: only the file's last bytes are inspected.
 """
 
 from __future__ import annotations
@@ -9,17 +12,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from dalp_moo.errors import RunFolderError
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
 
+_TAIL_CHUNK = 1 << 16
+
 
 class Journal:
-    """Evaluations of one run, in the order they finished."""
+    """Evaluations of one run, in the order they finished. ``application`` is written on every
+    line."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, application: str = "") -> None:
         self.path = Path(path)
+        self.application = application
 
     def read(self) -> list[EvalRecord]:
         """All complete records. A corrupt *last* line is skipped (torn write); a corrupt line
@@ -41,23 +49,32 @@ class Journal:
                 raise RunFolderError(f"journal {self.path}: line {i + 1} is corrupt ({exc})") from exc
         return records
 
-    def _drop_torn_tail(self) -> None:
-        if not self.path.exists():
+    def _drop_torn_tail(self, fh: BinaryIO) -> None:
+        """Truncate an unterminated last line (reads only the end of the file)."""
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
             return
-        data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
             return
-        cut = data.rfind(b"\n") + 1
-        with open(self.path, "r+b") as fh:
-            fh.truncate(cut)
-            fh.flush()
-            os.fsync(fh.fileno())
+        end = size
+        while end > 0:  # find the last newline, one chunk at a time from the end
+            start = max(0, end - _TAIL_CHUNK)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            pos = chunk.rfind(b"\n")
+            if pos >= 0:
+                fh.truncate(start + pos + 1)
+                return
+            end = start
+        fh.truncate(0)
 
     def append(self, record: EvalRecord) -> None:
         """Append one record durably (write, flush, fsync)."""
-        self._drop_torn_tail()
-        line = json.dumps(record.to_dict(), sort_keys=True, allow_nan=True) + "\n"
-        with open(self.path, "ab") as fh:
+        line = json.dumps(record.to_line(self.application), sort_keys=True, allow_nan=True) + "\n"
+        with open(self.path, "a+b") as fh:
+            self._drop_torn_tail(fh)
+            fh.seek(0, os.SEEK_END)
             fh.write(line.encode())
             fh.flush()
             os.fsync(fh.fileno())

@@ -2,7 +2,7 @@
 
     from dalp_moo.results.analysis import load_run, compare_runs, plot_regimes
     df = load_run("runs/default-...")            # one row per evaluation, front flagged
-    compare_runs(["runs/a", "runs/b"])            # front size, best mIoU, hypervolume per run
+    compare_runs(["runs/a", "runs/b"])            # front size, best objective, hypervolume per run
 """
 
 from __future__ import annotations
@@ -13,47 +13,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dalp_moo.results.pareto import hypervolume, normalisation, pareto_front
+from dalp_moo.results.pareto import hypervolume
 from dalp_moo.results.run_folder import RunFolder
-from dalp_moo.search.driver import summarise
+from dalp_moo.results.summary import summarise
 
 
 def load_run(path: str | Path) -> pd.DataFrame:
-    """All evaluations of a run folder as a DataFrame; ``on_front`` marks the Pareto front and
-    ``gap`` / ``recovered`` give the FP16 deployment gap (fp32 - ptq) and its recovered share."""
+    """All evaluations of a run folder as a DataFrame; ``on_front`` marks the Pareto front. For
+    runs that record the three regimes (vessel segmentation), ``gap`` / ``recovered`` give the
+    FP16 deployment gap (fp32 - ptq) and its recovered share."""
     folder = RunFolder.open(path)
-    cfg = folder.config()
     records = folder.records()
-    front, _ = summarise(cfg, records, 0.0)
+    front, _ = summarise(records, folder.scoring())
     df = folder.table(records)
     df["on_front"] = df["arch_id"].isin({r.arch_id for r in front})
     df["run"] = folder.path.name
-    fp32 = pd.to_numeric(df["fp32_miou"], errors="coerce")
-    ptq = pd.to_numeric(df["ptq_miou"], errors="coerce")
-    dalp = pd.to_numeric(df["dalp_miou"], errors="coerce")
-    df["gap"] = fp32 - ptq
-    df["recovered"] = np.where(df["gap"] > 0, (dalp - ptq) / df["gap"].where(df["gap"] > 0), np.nan)
+    if {"fp32_miou", "ptq_miou", "dalp_miou"} <= set(df.columns):
+        fp32 = pd.to_numeric(df["fp32_miou"], errors="coerce")
+        ptq = pd.to_numeric(df["ptq_miou"], errors="coerce")
+        dalp = pd.to_numeric(df["dalp_miou"], errors="coerce")
+        df["gap"] = fp32 - ptq
+        df["recovered"] = np.where(df["gap"] > 0, (dalp - ptq) / df["gap"].where(df["gap"] > 0), np.nan)
     return df
 
 
 def compare_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per run: algorithm, evaluations, front size, best mIoU and hypervolume, all fronts
-    normalised with one common scale so their hypervolumes are comparable."""
+    """One row per run: algorithm, evaluations, front size, best first objective, the run's own
+    hypervolume and the hypervolume against one common reference point (per objective the worst
+    of the runs' reference points), so that runs with different references compare too."""
     loaded = []
     for p in paths:
         folder = RunFolder.open(p)
         cfg = folder.config()
-        loaded.append((folder, cfg, folder.records()))
-    all_ok = [r for _, _, recs in loaded for r in recs if r.ok]
-    cap = max(cfg.space.param_cap for _, cfg, _ in loaded)
-    scale = normalisation(all_ok, cap)
+        loaded.append((folder, cfg, folder.scoring(cfg), folder.records()))
+    common: dict[str, float] = {}
+    for _, _, scoring, _ in loaded:
+        for o in scoring.objectives:
+            ref = scoring.reference_point[o.key]
+            if o.key not in common or o.minimised(ref) > o.minimised(common[o.key]):
+                common[o.key] = ref
     rows = []
-    for folder, cfg, recs in loaded:
-        front, summary = summarise(cfg, recs, 0.0)
+    for folder, cfg, scoring, recs in loaded:
+        front, summary = summarise(recs, scoring)
+        first = scoring.objectives[0].key
         rows.append({
-            "run": folder.path.name, "algorithm": cfg.search.algorithm, "evaluations": len(recs),
-            "front_size": len(front), "best_deployed_miou": summary["best_deployed_miou"],
-            "hypervolume_common_scale": hypervolume(pareto_front([r for r in recs if r.ok]), scale),
+            "run": folder.path.name, "problem": cfg.problem, "algorithm": cfg.search.algorithm,
+            "evaluations": len(recs), "front_size": len(front), f"best_{first}": summary[f"best_{first}"],
+            "hypervolume": summary["hypervolume"],
+            "hypervolume_common_reference": hypervolume(front, scoring.objectives, common),
         })
     return pd.DataFrame(rows)
 

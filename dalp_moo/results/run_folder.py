@@ -3,16 +3,18 @@
 Layout::
 
     config.toml       resolved configuration (load it with --config to repeat the run)
-    meta.json         versions, backend description, input normalisation, start time
-    journal.jsonl     one line per finished evaluation (append-only, fsync'd)
+    meta.json         versions, evaluator description (backend, data, ...), start time,
+                      hypervolume reference point
+    journal.jsonl     one line per finished evaluation (append-only, fsync'd; format 2:
+                      {"format": 2, "application": NAME, ...record}, see dalp_moo.evaluation.record)
     checkpoint.pkl    algorithm state after the last finished generation (atomic write)
     evaluations.csv   table of all evaluations
     pareto.csv        the Pareto front (feasible, non-dominated)
-    pareto.png        scatter of the front
-    summary.json      front size, best mIoU, hypervolume, counts, timing
+    pareto.png        scatter of the front (first objective against the others)
+    summary.json      front size, best candidate, hypervolume and its reference point, counts, timing
     weights/          trained weights per candidate (<arch_id>.pt, loaded with weights_only)
     diagnostics/      per-layer FP16 diagnostics per candidate (<arch_id>.json)
-    ir/               OpenVINO IR (FP16 weights) of the front's candidates
+    ir/               vessel segmentation: OpenVINO IR (FP16 weights) of the front's candidates
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ from typing import Any
 
 import pandas as pd
 
+from dalp_moo import applications
+from dalp_moo.compat import tomllib
 from dalp_moo.config import RunConfig, load_config, to_toml
 from dalp_moo.errors import RunFolderError
 from dalp_moo.evaluation.journal import Journal
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
+from dalp_moo.results.summary import Scoring, reference_from
 
-TABLE_COLUMNS = (
-    "arch_id", "status", "deployed_miou", "fp32_miou", "ptq_miou", "dalp_miou", "vessel_iou",
-    "test_miou", "latency_ms", "latency_spread_ms", "energy_mj", "params", "epochs",
-    "train_time_s", "eval_time_s", "nonfinite_fraction", "latency_method", "backend", "emulated",
-    "description", "reason", "genome",
-)
+#: table columns before and after the application's metric columns
+LEADING_COLUMNS = ("arch_id", "status")
+TRAILING_COLUMNS = ("train_time_s", "eval_time_s", "backend", "emulated", "generation", "eval_index",
+                    "description", "reason", "genome")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -64,11 +67,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunFolder:
     """Files of one run."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, application: str = "") -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.toml"
         self.meta_path = self.path / "meta.json"
-        self.journal = Journal(self.path / "journal.jsonl")
+        self.journal = Journal(self.path / "journal.jsonl", application)
         self.checkpoint_path = self.path / "checkpoint.pkl"
         self.table_path = self.path / "evaluations.csv"
         self.front_path = self.path / "pareto.csv"
@@ -98,7 +101,7 @@ class RunFolder:
             probe.unlink()
         except OSError as exc:
             raise RunFolderError(f"output folder {p}: not writable ({exc.strerror or exc})") from exc
-        folder = cls(p)
+        folder = cls(p, cfg.problem)
         atomic_write_text(folder.config_path, to_toml(cfg))
         return folder
 
@@ -109,11 +112,46 @@ class RunFolder:
         folder = cls(p)
         if not folder.config_path.is_file():
             raise RunFolderError(f"run folder {p}: no config.toml (not a dalp_moo run folder)")
+        folder.journal.application = folder.problem
         return folder
 
+    def _raw_config(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads(self.config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"run folder {self.path}: config.toml unreadable ({exc})") from exc
+
+    @property
+    def problem(self) -> str:
+        """The application of the run (format-1 folders: the default application)."""
+        return str(self._raw_config().get("problem") or applications.DEFAULT)
+
+    @property
+    def format(self) -> int:
+        """Run folder format: 1 (config without ``problem``: written before the application
+        seam; it loads, but cannot be resumed) or 2."""
+        return 2 if "problem" in self._raw_config() else 1
+
     def config(self) -> RunConfig:
-        """The run's resolved configuration."""
+        """The run's resolved configuration (keys of format 1 are migrated)."""
         return load_config(path=self.config_path)
+
+    def meta(self) -> dict[str, Any]:
+        """meta.json ({} when absent)."""
+        if not self.meta_path.is_file():
+            return {}
+        try:
+            return json.loads(self.meta_path.read_text())
+        except ValueError as exc:
+            raise RunFolderError(f"meta {self.meta_path}: corrupt ({exc})") from exc
+
+    def scoring(self, cfg: RunConfig | None = None) -> Scoring:
+        """Objectives, constraints and the hypervolume reference point of the run (the one in
+        meta.json; older runs: recomputed from the config)."""
+        cfg = cfg or self.config()
+        app = cfg.application
+        reference = reference_from(self.meta()) or app.reference_point(cfg)
+        return Scoring(tuple(app.objectives(cfg)), tuple(app.constraints(cfg)), reference)
 
     # -- state ------------------------------------------------------------------------------
     def write_meta(self, meta: dict[str, Any]) -> None:
@@ -136,15 +174,20 @@ class RunFolder:
         return self.journal.read()
 
     # -- outputs ----------------------------------------------------------------------------
-    @staticmethod
-    def table(records: Sequence[EvalRecord]) -> pd.DataFrame:
-        """Records as a DataFrame with the columns of :data:`TABLE_COLUMNS`."""
+    def columns(self) -> tuple[str, ...]:
+        """Table columns: common fields around the application's ``table_columns``."""
+        app = applications.get(self.problem)
+        return (*LEADING_COLUMNS, *app.table_columns, *TRAILING_COLUMNS)
+
+    def table(self, records: Sequence[EvalRecord]) -> pd.DataFrame:
+        """Records as a DataFrame with the columns of :meth:`columns` (metrics flattened)."""
+        columns = self.columns()
         rows = []
         for r in records:
-            d = r.to_dict()
+            d = {**r.metrics, **r.to_dict()}
             d["genome"] = " ".join(map(str, r.genome))
-            rows.append({c: d.get(c) for c in TABLE_COLUMNS})
-        return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+            rows.append({c: d.get(c) for c in columns})
+        return pd.DataFrame(rows, columns=list(columns))
 
     def write_tables(self, records: Sequence[EvalRecord], front: Sequence[EvalRecord]) -> None:
         atomic_write_text(self.table_path, self.table(records).to_csv(index=False))

@@ -1,7 +1,8 @@
-"""Search: pymoo operators for the integer genome, algorithms (NSGA-II, random baseline) and the
-checkpointing driver."""
+"""Search: pymoo operators for integer genomes (taking the application's space), algorithms
+(NSGA-II, random baseline) and the checkpointing driver."""
 
-from dalp_moo.search.algorithms import RandomSearch, make_algorithm
+from dalp_moo.search.algorithms import FACTORIES, RandomSearch, make_algorithm
 from dalp_moo.search.driver import SearchOutcome, run_search
+from dalp_moo.search.operators import integer_operators
 
-__all__ = ["RandomSearch", "SearchOutcome", "make_algorithm", "run_search"]
+__all__ = ["FACTORIES", "RandomSearch", "SearchOutcome", "integer_operators", "make_algorithm", "run_search"]

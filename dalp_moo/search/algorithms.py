@@ -12,11 +12,11 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.population import Population
-from pymoo.operators.crossover.pntx import SinglePointCrossover
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from dalp_moo.application import SearchSpaceProtocol
 from dalp_moo.config import RunConfig
-from dalp_moo.search.operators import CanonicalGenomes, CapRepair, GenomeSampling, ResetMutation, canonical_duplicates
+from dalp_moo.search.operators import CanonicalGenomes, GenomeSampling, integer_operators
 
 
 class RandomSearch(Algorithm):
@@ -66,17 +66,19 @@ class RandomSearch(Algorithm):
         self.opt = feasible[front]
 
 
-def make_algorithm(cfg: RunConfig, in_channels: int) -> Algorithm:
-    """The algorithm named by ``cfg.search.algorithm``."""
+def _nsga2(cfg: RunConfig, space: SearchSpaceProtocol) -> Algorithm:
     s = cfg.search
-    sampling = GenomeSampling(cfg.space, in_channels)
-    if s.algorithm == "random":
-        return RandomSearch(s.population, sampling, CanonicalGenomes(cfg.space))
-    return NSGA2(
-        pop_size=s.population,
-        sampling=sampling,
-        crossover=SinglePointCrossover(prob=s.crossover_prob, vtype=int),
-        mutation=ResetMutation(rate=s.mutation_prob),
-        repair=CapRepair(cfg.space, in_channels),
-        eliminate_duplicates=canonical_duplicates(cfg.space),
-    )
+    return NSGA2(pop_size=s.population, **integer_operators(space, s.mutation_prob, s.crossover_prob))
+
+
+def _random(cfg: RunConfig, space: SearchSpaceProtocol) -> Algorithm:
+    return RandomSearch(cfg.search.population, GenomeSampling(space), CanonicalGenomes(space))
+
+
+#: the search algorithms by ``search.algorithm`` name (the names are :data:`dalp_moo.config.ALGORITHMS`)
+FACTORIES = {"nsga2": _nsga2, "random": _random}
+
+
+def make_algorithm(cfg: RunConfig, space: SearchSpaceProtocol) -> Algorithm:
+    """The algorithm named by ``cfg.search.algorithm``, with the integer operators of ``space``."""
+    return FACTORIES[cfg.search.algorithm](cfg, space)

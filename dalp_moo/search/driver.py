@@ -8,7 +8,6 @@ the algorithm exactly, so the final front equals that of an uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import time
@@ -25,16 +24,20 @@ from dalp_moo.evaluation.journal import Journal
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.evaluation.service import EvaluationService, Executor, Progress, SerialExecutor
 from dalp_moo.log import logger
-from dalp_moo.results.pareto import feasible, hypervolume, normalisation, pareto_front, plot_front
+from dalp_moo.problem import ApplicationProblem
+from dalp_moo.results.pareto import plot_front
 from dalp_moo.results.run_folder import RunFolder
+from dalp_moo.results.summary import Scoring, summarise
 from dalp_moo.search.algorithms import make_algorithm
-from problems.vessel_segmentation import VesselSegmentationProblem
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 class LogProgress:
-    """Default progress: one log line per evaluated candidate."""
+    """Default progress: one log line per evaluated candidate (its objectives)."""
+
+    def __init__(self, objectives: tuple = ()) -> None:
+        self.objectives = objectives
 
     def batch_start(self, n_new: int, n_cached: int) -> None:
         logger.info("evaluating %d new candidates (%d from cache)", n_new, n_cached)
@@ -43,9 +46,8 @@ class LogProgress:
         if cached:
             return
         if record.ok:
-            logger.info("  %s  mIoU %.3f  %.2f ms  %d params  (%.0f s)", record.arch_id,
-                        record.deployed_miou or 0.0, record.latency_ms or 0.0, record.params,
-                        record.train_time_s + record.eval_time_s)
+            shown = ", ".join(o.format(record.metrics.get(o.key)) for o in self.objectives)
+            logger.info("  %s  %s  (%.0f s)", record.arch_id, shown, record.train_time_s + record.eval_time_s)
         else:
             logger.info("  %s  %s: %s", record.arch_id, record.status, record.reason)
 
@@ -79,46 +81,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def summarise(cfg: RunConfig, records: list[EvalRecord], elapsed_s: float) -> tuple[list[EvalRecord], dict[str, Any]]:
-    """Front and summary numbers of a set of records."""
-    feas = feasible(records, cfg.space.param_cap, cfg.backend.latency_budget_ms)
-    front = pareto_front(feas)
-    scale = normalisation(feas, cfg.space.param_cap)
-    best = max(feas, key=lambda r: r.deployed_miou or 0.0) if feas else None
-    summary = {
-        "evaluations": len(records),
-        "unique_architectures": len({r.arch_id for r in records}),
-        "failed": sum(1 for r in records if r.status == "failed"),
-        "feasible": len(feas),
-        "front_size": len(front),
-        "best_deployed_miou": best.deployed_miou if best else None,
-        "best_arch_id": best.arch_id if best else None,
-        "best_fp32_miou": best.fp32_miou if best else None,
-        "best_params": best.params if best else None,
-        "best_latency_ms": best.latency_ms if best else None,
-        "hypervolume": hypervolume(front, scale),
-        "hypervolume_scale": {"1-miou": 1.0, "latency_ms": float(scale[1]), "params": float(scale[2])},
-        "emulated": any(r.emulated for r in records),
-        "elapsed_s": elapsed_s,
-    }
-    return front, summary
-
-
-def _finish(folder: RunFolder, cfg: RunConfig, elapsed_s: float) -> SearchOutcome:
+def _finish(folder: RunFolder, cfg: RunConfig, scoring: Scoring, elapsed_s: float) -> SearchOutcome:
     records = folder.records()
-    front, summary = summarise(cfg, records, elapsed_s)
-    if cfg.backend.export_ir and front:
-        from dalp_moo.results.export import export_front_ir
-
-        summary["ir_exported"] = len(export_front_ir(folder.path, cfg, front))
+    front, summary = summarise(records, scoring, elapsed_s)
+    summary.update(cfg.application.on_finish(folder.path, cfg, front))
     folder.write_tables(records, front)
-    plot_front(records, front, folder.plot_path,
-               title=f"{cfg.search.algorithm} on {cfg.data.source}, backend {cfg.backend.name}")
+    plot_front(records, front, scoring.objectives, folder.plot_path,
+               title=f"{cfg.problem}: {cfg.search.algorithm}, backend {cfg.backend.name}")
     folder.write_summary(summary)
     return SearchOutcome(folder, records, front, summary)
 
 
-def _write_meta(folder: RunFolder, cfg: RunConfig, evaluator: Any, resume: bool, n_previous: int) -> None:
+def _write_meta(folder: RunFolder, cfg: RunConfig, evaluator: Any, reference: dict[str, float],
+                resume: bool, n_previous: int) -> None:
     """Write meta.json; a resume keeps the original and appends to its ``resumes`` list."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     if resume and folder.meta_path.exists():
@@ -127,10 +102,9 @@ def _write_meta(folder: RunFolder, cfg: RunConfig, evaluator: Any, resume: bool,
     else:
         meta = {
             "versions": _versions(),
-            "backend": evaluator.backend_info.__dict__,
-            "input_normalization": {"method": cfg.data.normalization, "shift": evaluator.norm[0],
-                                    "scale": evaluator.norm[1]},
-            "data": evaluator.source.describe(),
+            "application": {"name": cfg.problem, "version": cfg.application.version},
+            **evaluator.describe(),
+            "hypervolume_reference": reference,
             "started": now,
             "config_hash": cfg.evaluation_hash(),
         }
@@ -142,8 +116,9 @@ def make_executor(cfg: RunConfig) -> Executor:
     if cfg.search.workers > 0 or cfg.search.scheduler:
         from dalp_moo.evaluation.dask_executor import DaskExecutor
 
+        train = cfg.sections.get("train")  # the application's per-evaluation memory budget, if it has one
         return DaskExecutor(workers=cfg.search.workers, scheduler=cfg.search.scheduler,
-                            memory_limit_mb=cfg.train.max_memory_mb)
+                            memory_limit_mb=int(getattr(train, "max_memory_mb", 0)))
     return SerialExecutor()
 
 
@@ -161,6 +136,9 @@ def run_search(
     t_start = time.perf_counter()
     if resume:
         folder = RunFolder.open(out)
+        if folder.format < 2:
+            raise RunFolderError(f"resume {out}: the run folder was written by an older version of dalp_moo "
+                                 "(format 1); it can be shown and analysed, but not resumed")
         saved = folder.config()
         if cfg is not None and (cfg.evaluation_hash() != saved.evaluation_hash() or cfg.search != saved.search):
             raise RunFolderError(f"resume {out}: the given config differs from the run's config.toml")
@@ -169,26 +147,24 @@ def run_search(
         if cfg is None:
             raise ValueError("cfg is required for a new run")
         folder = RunFolder.create(out, cfg, force=force)
-    if cfg.data.cache_dir:  # relative cache folders live inside the run folder
-        data = dataclasses.replace(cfg.data, cache_dir=str(resolve_write_path(cfg.data.cache_dir, folder.path)))
-        cfg = dataclasses.replace(cfg, data=data)
+    if "data" in cfg.sections and getattr(cfg.data, "cache_dir", ""):  # relative: inside the run folder
+        cfg = cfg.replace("data", cache_dir=str(resolve_write_path(cfg.data.cache_dir, folder.path)))
+    app = cfg.application
     evaluator = get_evaluator(cfg)
-    in_channels = evaluator.source.bands
     shared = None
     if cfg.search.cache_dir:
         cache_dir = resolve_write_path(cfg.search.cache_dir, folder.path)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        shared = Journal(cache_dir / "cache.jsonl")
-    service = EvaluationService(cfg, journal=folder.journal, progress=progress or LogProgress(),
+        shared = Journal(cache_dir / "cache.jsonl", cfg.problem)
+    scoring = Scoring(tuple(app.objectives(cfg)), tuple(app.constraints(cfg)),
+                      folder.scoring(cfg).reference_point if resume else app.reference_point(cfg))
+    service = EvaluationService(cfg, journal=folder.journal, progress=progress or LogProgress(scoring.objectives),
                                 shared_cache=shared, artifacts=ArtifactStore(folder.path))
     previous = folder.records() if resume else []
     foreign = {r.config_hash for r in previous} - {cfg.evaluation_hash()}
     if foreign:
         raise RunFolderError(f"resume {folder.path}: journal.jsonl holds evaluations of another config "
                              f"(hash {sorted(foreign)[0]}); config.toml was changed after the run started")
-    if cfg.data.tile_size < 2 ** cfg.space.max_units:
-        logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
-                       "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)
     if shared is not None:
         service.preload(shared.read(), include_failed=False, own=False)
     service.preload(previous)
@@ -196,7 +172,7 @@ def run_search(
     if state is not None and (state.get("version") != CHECKPOINT_VERSION
                               or state.get("config_hash") != cfg.evaluation_hash()):
         raise RunFolderError(f"checkpoint {folder.checkpoint_path}: from another version or config")
-    _write_meta(folder, cfg, evaluator, resume, len(previous))
+    _write_meta(folder, cfg, evaluator, scoring.reference_point, resume, len(previous))
     service.executor = executor or make_executor(cfg)
     if state is not None:
         algorithm = state["algorithm"]
@@ -204,31 +180,31 @@ def run_search(
         elapsed_before = float(state.get("elapsed_s", 0.0))
         logger.info("resuming after generation %d with %d finished evaluations", algorithm.n_gen or 0, len(previous))
     else:
-        problem = VesselSegmentationProblem(cfg, service=service)
-        algorithm = make_algorithm(cfg, in_channels)
+        problem = ApplicationProblem(cfg, service=service)
+        algorithm = make_algorithm(cfg, problem.space)
         algorithm.setup(problem, termination=("n_gen", cfg.search.generations), seed=cfg.search.seed,
                         verbose=False)
         elapsed_before = 0.0
         if resume:
             logger.info("resuming from the journal (%d finished evaluations, no checkpoint yet)", len(previous))
 
+    first = scoring.objectives[0]
     try:
         while algorithm.has_next():
             algorithm.next()
             elapsed = elapsed_before + time.perf_counter() - t_start
             folder.save_checkpoint({"version": CHECKPOINT_VERSION, "config_hash": cfg.evaluation_hash(),
                                     "algorithm": algorithm, "elapsed_s": elapsed})
-            records = folder.records()
-            front, summary = summarise(cfg, records, elapsed)
-            logger.info("generation %d/%d: %d evaluations so far (%d failed), front %d, best mIoU %s, HV %.4f",
+            _, summary = summarise(folder.records(), scoring, elapsed)
+            best = summary[f"best_{first.key}"]
+            logger.info("generation %d/%d: %d evaluations so far (%d failed), front %d, best %s %s, HV %.4f",
                         algorithm.n_gen - 1 if algorithm.n_gen else 0, cfg.search.generations,
-                        summary["evaluations"], summary["failed"], summary["front_size"],
-                        f"{summary['best_deployed_miou']:.3f}" if summary["best_deployed_miou"] is not None else "-",
-                        summary["hypervolume"])
+                        summary["evaluations"], summary["failed"], summary["front_size"], first.key,
+                        f"{best:.4g}" if best is not None else "-", summary["hypervolume"])
     except KeyboardInterrupt:
         logger.warning("interrupted: finished evaluations are in %s; continue with --resume %s",
                        folder.journal.path, folder.path)
         raise
     finally:
         service.close()
-    return _finish(folder, cfg, elapsed_before + time.perf_counter() - t_start)
+    return _finish(folder, cfg, scoring, elapsed_before + time.perf_counter() - t_start)

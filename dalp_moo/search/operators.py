@@ -1,7 +1,9 @@
-"""Integer-genome operators for pymoo: sampling, reset mutation, cap repair, duplicate check.
+"""Integer-genome operators for pymoo: sampling, reset mutation, repair, duplicate check.
 
-All are module-level classes (picklable) parameterised by the :class:`SpaceConfig` and the input
-band count, so they work with any pymoo algorithm and any parallel runner.
+All are module-level classes (picklable) that take the search space (any
+:class:`~dalp_moo.application.SearchSpaceProtocol`), so they work with any application, any
+pymoo algorithm and any parallel runner. :func:`integer_operators` bundles them for
+``NSGA2(**integer_operators(space))``.
 """
 
 from __future__ import annotations
@@ -13,27 +15,28 @@ from pymoo.core.duplicate import DefaultDuplicateElimination
 from pymoo.core.mutation import Mutation
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
+from pymoo.operators.crossover.pntx import SinglePointCrossover
 
-from dalp_moo.config import SpaceConfig
-from dalp_moo.space import SearchSpace, repair
+from dalp_moo.application import SearchSpaceProtocol
 
 
 def _rng(random_state: Any) -> np.random.Generator:
     return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng()
 
 
-class GenomeSampling(Sampling):
-    """Uniform random genomes, repaired to fit the parameter cap."""
+def _repair_all(space: SearchSpaceProtocol, X: np.ndarray) -> np.ndarray:
+    return np.array([space.repair(x) for x in np.atleast_2d(X)], dtype=int)
 
-    def __init__(self, space_cfg: SpaceConfig, in_channels: int) -> None:
+
+class GenomeSampling(Sampling):
+    """Uniform random genomes of the space, repaired (e.g. to fit a parameter cap)."""
+
+    def __init__(self, space: SearchSpaceProtocol) -> None:
         super().__init__()
-        self.space_cfg = space_cfg
-        self.in_channels = in_channels
+        self.space = space
 
     def _do(self, problem: Any, n_samples: int, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
-        space = SearchSpace(self.space_cfg)
-        X = space.sample(n_samples, _rng(random_state))
-        return np.array([repair(space, x, self.in_channels) for x in X])
+        return _repair_all(self.space, self.space.sample(n_samples, _rng(random_state)))
 
 
 class ResetMutation(Mutation):
@@ -52,32 +55,44 @@ class ResetMutation(Mutation):
         return X
 
 
-class CapRepair(Repair):
-    """Clip genes into bounds, canonicalise, and shrink candidates above the parameter cap."""
+class SpaceRepair(Repair):
+    """The space's repair for every row: clip into bounds, canonicalise, fit its constraints."""
 
-    def __init__(self, space_cfg: SpaceConfig, in_channels: int) -> None:
+    def __init__(self, space: SearchSpaceProtocol) -> None:
         super().__init__()
-        self.space_cfg = space_cfg
-        self.in_channels = in_channels
+        self.space = space
 
     def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-        space = SearchSpace(self.space_cfg)
-        return np.array([repair(space, x, self.in_channels) for x in np.atleast_2d(X)])
+        return _repair_all(self.space, X)
 
 
 class CanonicalGenomes:
-    """Maps a population to canonical genomes, for duplicate elimination by architecture."""
+    """Maps a population to canonical genomes, for duplicate elimination by candidate."""
 
-    def __init__(self, space_cfg: SpaceConfig) -> None:
-        self.space_cfg = space_cfg
+    def __init__(self, space: SearchSpaceProtocol) -> None:
+        self.space = space
 
     def __call__(self, pop: Any) -> np.ndarray:
         X = pop.get("X")
         if len(X) == 0:
             return np.zeros((0, 0))
-        return SearchSpace(self.space_cfg).canonical_batch(X).astype(float)
+        return self.space.canonical_batch(X).astype(float)
 
 
-def canonical_duplicates(space_cfg: SpaceConfig) -> DefaultDuplicateElimination:
-    """Duplicate elimination that treats genomes of the same architecture as duplicates."""
-    return DefaultDuplicateElimination(func=CanonicalGenomes(space_cfg))
+def canonical_duplicates(space: SearchSpaceProtocol) -> DefaultDuplicateElimination:
+    """Duplicate elimination that treats genomes of the same candidate as duplicates."""
+    return DefaultDuplicateElimination(func=CanonicalGenomes(space))
+
+
+def integer_operators(space: SearchSpaceProtocol, mutation_prob: float = 0.2,
+                      crossover_prob: float = 0.9) -> dict[str, Any]:
+    """Keyword arguments of a pymoo genetic algorithm (e.g. ``NSGA2(pop_size=8, **ops)``) that keep
+    genomes integer: space sampling, single-point crossover, reset mutation, space repair and
+    duplicate elimination by canonical genome."""
+    return {
+        "sampling": GenomeSampling(space),
+        "crossover": SinglePointCrossover(prob=crossover_prob, vtype=int),
+        "mutation": ResetMutation(rate=mutation_prob),
+        "repair": SpaceRepair(space),
+        "eliminate_duplicates": canonical_duplicates(space),
+    }

@@ -14,7 +14,9 @@ to 0 and the architecture ID is a hash of the canonical genome.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -82,16 +84,40 @@ class Architecture:
 
 
 class SearchSpace:
-    """Genome bounds, decoding, canonicalisation and sampling for a :class:`SpaceConfig`."""
+    """Genome bounds, decoding, canonicalisation, sampling and repair for a :class:`SpaceConfig`
+    (a :class:`~dalp_moo.application.SearchSpaceProtocol`).
 
-    def __init__(self, cfg: SpaceConfig) -> None:
+    ``count`` (``Architecture -> parameters``, e.g. :class:`dalp_moo.model.ParamCounter`) and
+    ``param_cap`` (parameters, 0 = none) drive :meth:`repair` and :meth:`static_metrics`; without
+    them repair only clips and canonicalises.
+    """
+
+    def __init__(self, cfg: SpaceConfig, param_cap: int = 0,
+                 count: Callable[[Architecture], int] | None = None) -> None:
         self.cfg = cfg
+        self.param_cap = int(param_cap)
+        self.count = count
         self.unit_counts = tuple(range(cfg.min_units, cfg.max_units + 1))
         upper = [len(self.unit_counts) - 1]
         for _ in range(cfg.max_units):
             upper.extend(len(choices) - 1 for _, choices in UNIT_GENES)
         self.xl = np.zeros(len(upper), dtype=int)
         self.xu = np.array(upper, dtype=int)
+
+    def repair(self, genome: Any) -> np.ndarray:
+        """Clip, canonicalise and shrink ``genome`` to the parameter cap (see
+        :func:`dalp_moo.space.repair.fit_cap`)."""
+        from dalp_moo.space.repair import fit_cap
+
+        if self.count is None or self.param_cap <= 0:
+            return self.canonical(genome)
+        return fit_cap(self, genome, self.count, self.param_cap)
+
+    def static_metrics(self, genome: Any) -> dict[str, int]:
+        """Metrics known without training: ``{"params": parameters}`` (empty without a counter)."""
+        if self.count is None:
+            return {}
+        return {"params": int(self.count(self.decode(genome)))}
 
     @property
     def n_var(self) -> int:

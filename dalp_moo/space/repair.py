@@ -1,39 +1,25 @@
-"""Exact parameter counting and repair of genomes that exceed the parameter cap."""
+"""Repair of genomes that exceed the parameter cap. The parameter count is passed in (a
+callable, e.g. :class:`dalp_moo.model.ParamCounter`), so the space does not import the model."""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from dalp_moo.space.genome import Architecture, SearchSpace
 
 
-@functools.lru_cache(maxsize=65536)
-def _count(arch: Architecture, in_channels: int, num_classes: int) -> int:
-    from dalp_moo.model.unet import build_model
-
-    with torch.device("meta"):
-        model = build_model(arch, in_channels, num_classes)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_params(arch: Architecture, in_channels: int, num_classes: int = 2) -> int:
-    """Exact trainable parameter count of ``arch`` (parameters), equal to torch's count."""
-    return _count(arch, in_channels, num_classes)
-
-
-def repair(space: SearchSpace, genome: np.ndarray, in_channels: int) -> np.ndarray:
-    """Clip ``genome`` into bounds and shrink it until the network fits ``space.cfg.param_cap``.
+def fit_cap(space: SearchSpace, genome: Any, count: Callable[[Architecture], int], cap: int) -> np.ndarray:
+    """Clip ``genome`` into bounds and shrink it until ``count(arch) <= cap`` (parameters).
 
     Deterministic: repeatedly lowers the largest channel coefficient (ties: the deepest unit),
-    then MBConv expansions, then kernel sizes, and finally drops the deepest unit. Returns a canonical genome.
+    then MBConv expansions, then kernel sizes, and finally drops the deepest unit. Returns a
+    canonical genome (still over the cap if even the smallest network of the space is).
     """
     g = space.canonical(genome)
-    cap = space.cfg.param_cap
-    n_classes = space.cfg.num_classes
-    while count_params(space.decode(g), in_channels, n_classes) > cap:
+    while count(space.decode(g)) > cap:
         n = space.n_units(g)
         channel_genes = [space.channel_gene(i) for i in range(n)]
         values = [g[p] for p in channel_genes]
