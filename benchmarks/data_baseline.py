@@ -34,10 +34,9 @@ import torch
 
 from dalp_moo.config import DataConfig, SpaceConfig, load_config
 from dalp_moo.data import normalization_params, open_source
-from dalp_moo.model import InputNorm, build_model
-from dalp_moo.space import SearchSpace, count_params
+from dalp_moo.model import InputNorm, ParamCounter, build_model, count_params
+from dalp_moo.space import SearchSpace
 from dalp_moo.space.genome import BLOCKS, CHANNEL_COEFFICIENTS, GENES_PER_UNIT, KERNELS
-from dalp_moo.space.repair import repair
 from dalp_moo.training import evaluate_segmentation, train_model
 
 #: (label, block, channel coefficient, kernel, units, normalisation)
@@ -117,7 +116,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/data_baseline.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    space = SearchSpace(SpaceConfig())
+    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
+                        count=ParamCounter(default.data.bands, 2))
     recipes = [r for r in args.recipes.split(",") if r]
     only = {int(i) for i in args.only.split(",") if i}
     base_data = dataclasses.replace(default.data, source=args.source, n_tiles=args.n_tiles,
@@ -125,7 +125,7 @@ def main() -> None:
     rng = np.random.default_rng(12345)
     randoms = []
     while len(randoms) < args.random_archs:
-        g = repair(space, space.sample(1, rng)[0], base_data.bands)
+        g = space.repair(space.sample(1, rng)[0])
         arch = space.decode(g)
         if arch.arch_id not in {a.arch_id for a in randoms}:
             randoms.append(arch)

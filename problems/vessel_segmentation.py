@@ -116,6 +116,9 @@ class VesselSegmentation(Application):
 
         check_choice(cfg.train.regime, REGIMES, "train.regime")
         check_choice(cfg.train.profile, tuple(PROFILES), "train.profile")
+        from dalp_moo.precision import check_profile_backend  # the profile describes the backend
+
+        check_profile_backend(cfg.train.profile, cfg.backend.name, dict(cfg.backend.options))
         if cfg.data.tile_size < 2 ** cfg.space.max_units:
             logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
                            "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)
