@@ -69,7 +69,7 @@ def describe(core: CoreModel, base: LayerSpec, dim: str) -> dict[str, Any]:
     return {"method": "modelled", "emulated": True, "model": "ZigZag compute core (Edge-TPU-like)",
             "zigzag_version": zigzag_version(), "model_version": MODEL_VERSION, "dimension": dim,
             "layer": dataclasses.asdict(base), "unroll": unroll_of(core, base, dim),
-            "config": core.cfg.to_dict()}
+            "config": {k: v for k, v in core.cfg.to_dict().items() if k != "cache_dir"}}
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
