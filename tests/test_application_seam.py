@@ -29,6 +29,7 @@ from dalp_moo.application import (
 from dalp_moo.config import check, load_config, to_toml
 from dalp_moo.errors import ConfigError
 from dalp_moo.evaluation.record import STATUS_FAILED, STATUS_INFEASIBLE, EvalRecord
+from dalp_moo.training import torch_threads
 
 WIDTHS = (2, 4, 8, 16, 32)
 ACTS = ("relu", "tanh")
@@ -152,12 +153,13 @@ class ToyEvaluator:
         torch.manual_seed(int(arch.arch_id[:8], 16))
         model = build(arch, self.cfg.toy.features, self.cfg.toy.classes)
         opt = torch.optim.Adam(model.parameters(), lr=self.cfg.toy.lr)
-        for _ in range(self.cfg.toy.epochs):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(self.x_train), self.y_train).backward()
-            opt.step()
-        with torch.no_grad():
-            accuracy = float((model(self.x_val).argmax(1) == self.y_val).float().mean())
+        with torch_threads(1):  # tiny tensors: threads only add overhead
+            for _ in range(self.cfg.toy.epochs):
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(self.x_train), self.y_train).backward()
+                opt.step()
+            with torch.no_grad():
+                accuracy = float((model(self.x_val).argmax(1) == self.y_val).float().mean())
         metrics["accuracy"] = accuracy
         return EvalRecord(metrics=metrics, **base), {"weights": model.state_dict()}
 

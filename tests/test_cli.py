@@ -58,3 +58,30 @@ def test_smoke_run_and_show(tmp_path):
     assert "best on-device mIoU (emulated)" in result.stdout
     shown = CliRunner().invoke(main, ["show", str(out)])
     assert shown.exit_code == 0 and "front_size" in shown.output
+    assert "hypervolume_reference" in shown.output
+    stored = CliRunner().invoke(main, ["diagnose", str(out), "--json"])
+    assert stored.exit_code == 0, stored.output
+    recomputed = CliRunner().invoke(main, ["diagnose", str(out), "--profile", "ieee", "--tiles", "2", "--json"])
+    assert recomputed.exit_code == 0, recomputed.output
+    assert '"profile": "ieee"' in recomputed.output
+
+
+def test_problems_lists_the_applications():
+    result = CliRunner().invoke(main, ["problems"])
+    assert result.exit_code == 0 and "vessel-segmentation" in result.output and "smoke" in result.output
+
+
+def test_choices_come_from_the_registries():
+    from dalp_moo import applications
+    from dalp_moo.config import ALGORITHMS
+    from dalp_moo.precision import PROFILES, REGIMES
+
+    params = {p.name: p for p in main.commands["run"].params}
+    assert tuple(params["regime"].type.choices) == tuple(REGIMES)
+    assert tuple(params["profile"].type.choices) == tuple(PROFILES)
+    assert tuple(params["algorithm"].type.choices) == ALGORITHMS
+    from dalp_moo.search import FACTORIES
+
+    assert tuple(FACTORIES) == ALGORITHMS  # every algorithm name has a factory
+    assert tuple(params["preset"].type.choices) == applications.all_presets()
+    assert set(params["problem"].type.choices) == set(applications.available())

@@ -41,22 +41,23 @@ _EVALUATORS: dict[str, Any] = {}
 _SPACES: dict[str, Any] = {}
 
 
+def _per_config(store: dict[str, Any], cfg: RunConfig, make: Any) -> Any:
+    """``make(cfg)``, built once per evaluation config in this process (only the latest kept)."""
+    key = cfg.evaluation_hash()
+    if key not in store:
+        store.clear()
+        store[key] = make(cfg)
+    return store[key]
+
+
 def get_evaluator(cfg: RunConfig) -> Any:
     """The process-wide evaluator of ``cfg`` (one per evaluation config; data loaded once)."""
-    key = cfg.evaluation_hash()
-    if key not in _EVALUATORS:
-        _EVALUATORS.clear()
-        _EVALUATORS[key] = cfg.application.evaluator(cfg)
-    return _EVALUATORS[key]
+    return _per_config(_EVALUATORS, cfg, lambda c: c.application.evaluator(c))
 
 
 def get_space(cfg: RunConfig) -> Any:
     """The search space of ``cfg`` (cached per evaluation config)."""
-    key = cfg.evaluation_hash()
-    if key not in _SPACES:
-        _SPACES.clear()
-        _SPACES[key] = cfg.application.space(cfg)
-    return _SPACES[key]
+    return _per_config(_SPACES, cfg, lambda c: c.application.space(c))
 
 
 def static_metrics(space: Any, genome: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dalp_moo.evaluation.record import STATUS_OK
 from dalp_moo.results.pareto import hypervolume
 from dalp_moo.results.run_folder import RunFolder
 from dalp_moo.results.summary import summarise
@@ -70,7 +71,7 @@ def plot_regimes(df: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201 - matplotli
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
-    ok = df[df.status == "ok"]
+    ok = df[df.status == STATUS_OK]
     lim = [0, 1]
     ax.plot(lim, lim, c="0.7", lw=1, label="no deployment loss")
     ax.scatter(ok.fp32_miou, ok.ptq_miou, s=16, label="post-training FP16 (ptq)")
