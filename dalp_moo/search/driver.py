@@ -101,9 +101,9 @@ def _write_meta(folder: RunFolder, cfg: RunConfig, evaluator: Any, reference: di
         meta.setdefault("resumes", []).append({"at": now, "finished_evaluations": n_previous})
     else:
         meta = {
+            **evaluator.describe(),  # the framework's keys below take precedence
             "versions": _versions(),
             "application": {"name": cfg.problem, "version": cfg.application.version},
-            **evaluator.describe(),
             "hypervolume_reference": reference,
             "started": now,
             "config_hash": cfg.evaluation_hash(),
