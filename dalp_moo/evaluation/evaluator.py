@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import time
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ def candidate_seed(search_seed: int, arch_id: str) -> int:
 
 def utc_now() -> str:
     """The current time as an ISO-8601 UTC string (milliseconds)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: UP017 (3.10)
 
 
 _EVALUATORS: dict[str, Any] = {}
