@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -73,7 +74,8 @@ def local_cluster_config(threads: int) -> dict[str, Any]:
         "distributed.worker.memory.pause": False,
         "distributed.worker.memory.terminate": 1.0,
         # a task whose worker died fails at once: WORKER_RETRIES decides (and memory kills are
-        # not retried), instead of Dask's 3 silent restarts
+        # not retried), instead of Dask's 3 silent restarts (map_unordered keeps one task per
+        # worker thread in flight, so a worker's death fails only the task it was running)
         "distributed.scheduler.allowed-failures": 0,
     }
 
@@ -161,18 +163,38 @@ class DaskExecutor:
                 _restore_environ(self._environ)
             logger.info("started a local Dask cluster: %d workers x %d torch threads", workers, self.threads)
 
-    def _submit(self, cfg: RunConfig, genome: list[int]) -> Any:
-        return self.client.submit(_evaluate_on_worker, cfg, genome, self.threads, pure=False, retries=0)
+    def _slots(self) -> int:
+        """Worker threads of the cluster now (at least 1): tasks in flight at a time."""
+        try:
+            workers = self.client.scheduler_info().get("workers", {})
+        except Exception:  # noqa: BLE001 - the scheduler answers again later
+            return 1
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
     def map_unordered(self, cfg: RunConfig,
                       genomes: Sequence[list[int]]) -> Iterator[tuple[int, EvalRecord, dict | None]]:
-        """Evaluate ``genomes``; yields ``(index, record, artifacts)`` as evaluations finish."""
+        """Evaluate ``genomes``; yields ``(index, record, artifacts)`` as evaluations finish.
+
+        At most one task per worker thread is in flight, so a worker that dies (killed for its
+        memory, crashed) fails only the candidate it was running; the others wait here, not in
+        the dead worker's queue."""
         from distributed import as_completed
 
-        futures = {}
-        for i, genome in enumerate(genomes):
-            futures[self._submit(cfg, genome)] = (i, 0, time.time())
-        pending = as_completed(list(futures))
+        waiting = deque(range(len(genomes)))
+        futures: dict[Any, tuple[int, int, float]] = {}
+        pending = as_completed()
+
+        def submit(i: int, attempts: int) -> None:
+            fut = self.client.submit(_evaluate_on_worker, cfg, genomes[i], self.threads, pure=False, retries=0)
+            futures[fut] = (i, attempts, time.time())
+            pending.add(fut)
+
+        def top_up() -> None:
+            slots = self._slots() if waiting else 0
+            while waiting and len(futures) < slots:
+                submit(waiting.popleft(), 0)
+
+        top_up()
         for fut in pending:
             i, attempts, submitted = futures.pop(fut)
             artifacts = None
@@ -182,9 +204,8 @@ class DaskExecutor:
                 memory = self._memory_kill(exc, submitted)
                 if memory is None and attempts < WORKER_RETRIES:
                     logger.warning("worker failed on candidate %d (%s): retrying once", i, type(exc).__name__)
-                    retry = self._submit(cfg, genomes[i])
-                    futures[retry] = (i, attempts + 1, time.time())
-                    pending.add(retry)
+                    submit(i, attempts + 1)
+                    top_up()
                     continue
                 if memory is not None:
                     reason = memory
@@ -195,6 +216,7 @@ class DaskExecutor:
             else:
                 if attempts:
                     record = _with_attempts(record, attempts + 1)
+            top_up()
             yield i, record, artifacts
 
     def _memory_kill(self, exc: BaseException, since: float) -> str | None:
@@ -217,8 +239,8 @@ class DaskExecutor:
                     budget = (f"train.max_memory_mb = {self.memory_limit_mb} MB" if self.memory_limit_mb > 0
                               else f"{limit_mb:.0f} MB")
                     return (f"memory budget exceeded: the worker process (torch, data set and "
-                            f"training) reached {rss_mb:.0f} MB > its memory limit {budget} "
-                            f"and was killed")
+                            f"training) used {rss_mb:.1f} MB, over its memory limit {budget}, "
+                            "and was killed")
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.2)
