@@ -82,13 +82,13 @@ class Objective:
         return (self.minimised(value) - self.minimised(self.ideal)) / span
 
     def format(self, value: Any) -> str:
-        """Short display of a natural value with its unit."""
+        """Short display of a natural value: name, value, unit (``latency 2.161 ms``)."""
         v = _finite(value)
         if v is None:
-            return f"{self.key} -"
-        text = f"{v:.0f}" if self.unit == "parameters" else f"{v:.4g}"
-        unit = "" if self.unit in ("fraction", "") else f" {self.unit}"
-        return f"{self.key} {text}{unit}"
+            return f"{self.name} -"
+        text = f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.4g}"
+        unit = "" if self.unit in ("fraction", "", self.name) else f" {self.unit}"
+        return f"{self.name} {text}{unit}"
 
 
 @dataclass(frozen=True)
