@@ -51,6 +51,7 @@ from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
 from dalp_moo.model.mobilenetv2_ee import EXIT_LETTERS, build_network
 from dalp_moo.precision import PROFILES
+from dalp_moo.problem import ApplicationProblem
 from dalp_moo.space.early_exit import FINAL, EarlyExitArchitecture, EarlyExitSpace, EarlyExitSpaceConfig
 from dalp_moo.training.early_exit import (
     EarlyExitTrainConfig,
@@ -59,7 +60,7 @@ from dalp_moo.training.early_exit import (
     joint_finetune,
 )
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "dalp_moo" / "presets" / "early-exit"
+PRESET_DIR = Path(__file__).resolve().parent / "presets" / "early_exit"
 ET_UNIT = "uJ*ms"
 FAILED_ET = 1e9  #: ET_avg of failed candidates (uJ*ms)
 FAILED_OVERHEAD = 1e3
@@ -199,7 +200,7 @@ class EarlyExitEvaluator:
         self.data = open_classification(self.data_cfg)
         seed = int(getattr(getattr(cfg, "search", None), "seed", 0))
         self.bank = ExitBank(self.data, self.train_cfg, width=self.space_cfg.width, seed=seed,
-                             augment=self.data_cfg.augment)
+                             augment=self.data_cfg.augment, cache_dir=self.data_cfg.cache_dir)
         if not acc_cfg.cache_dir and self.bank.root is not None:
             acc_cfg = dataclasses.replace(acc_cfg, cache_dir=str(self.bank.root / "accelerator"))
         self.cost = CostModel(acc_cfg, self.data.num_classes, self.data.in_channels, self.space_cfg.width)
@@ -327,5 +328,11 @@ class EarlyExitApplication(Application):
 
 APPLICATION = EarlyExitApplication()
 
-__all__ = ["APPLICATION", "EarlyExitApplication", "EarlyExitConstraints", "EarlyExitEvaluator", "candidate_metrics",
-           "CostModel", "EXIT_LETTERS"]
+__all__ = ["APPLICATION", "EarlyExitApplication", "EarlyExitConstraints", "EarlyExitEvaluator", "EarlyExitProblem",
+           "candidate_metrics", "CostModel", "EXIT_LETTERS"]
+
+
+class EarlyExitProblem(ApplicationProblem):
+    """The early-exit search as a pymoo Problem (``ApplicationProblem`` bound to this application)."""
+
+    application_name = EarlyExitApplication.name

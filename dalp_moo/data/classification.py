@@ -24,7 +24,7 @@ import functools
 import hashlib
 import io
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class ClassificationDataConfig:
     max_train: int = 0  #: keep at most this many training images (0 = all; stratified)
     calib_fraction: float = 0.1  #: cifar10: share of the training batches held out for calibration
     augment: bool = True  #: random crops (4 px padding) and, where the classes allow, horizontal flips
+    #: cache of the trained backbones, pooled features and exit heads of this data set ('' = in
+    #: memory only; relative: inside the run folder)
+    cache_dir: str = field(default="ee_cache", metadata={"hash": False})
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "source", "must not be empty")

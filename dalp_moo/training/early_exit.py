@@ -98,8 +98,6 @@ class EarlyExitTrainConfig:
     device: str = "cpu"  #: training device: 'cpu' or 'cuda'
     threads: int = field(default=0, metadata={"hash": False})  #: torch CPU threads (0 = default)
     eval_batch_size: int = field(default=256, metadata={"hash": False})  #: inference batch
-    #: cache of trained backbones, features and heads ('' = in memory only; relative = run folder)
-    cache_dir: str = field(default="ee_cache", metadata={"hash": False})
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -296,21 +294,20 @@ class ExitBank:
     """Trained backbones, pooled features and exit heads of one data set and space, cached.
 
     ``augment``: random crops (and flips where the data allow) in backbone training.
-    ``cache_dir`` (default ``cfg.cache_dir``) '' keeps everything in memory (tests, library use).
+    ``cache_dir`` (the run's ``data.cache_dir``): '' keeps everything in memory (tests, library use).
     ``log`` counts what this process trained; ``feature_slots`` backbone precisions' features
     are kept in memory at once.
     """
 
     def __init__(self, data: ClassificationData, cfg: EarlyExitTrainConfig, *, width: float = 1.0,
-                 seed: int = 0, augment: bool = True, cache_dir: str | Path | None = None,
+                 seed: int = 0, augment: bool = True, cache_dir: str | Path = "",
                  feature_slots: int = 2) -> None:
         self.data = data
         self.augment = bool(augment)
         self.cfg = cfg
         self.width = float(width)
         self.seed = int(seed)
-        root = cfg.cache_dir if cache_dir is None else cache_dir
-        self.root = Path(root).expanduser() if root else None
+        self.root = Path(cache_dir).expanduser() if cache_dir else None
         self.log = TrainingLog()
         self._backbones: dict[int, EarlyExitNetwork] = {}
         self._features: OrderedDict[int, dict[str, list[np.ndarray]]] = OrderedDict()
