@@ -121,6 +121,8 @@ class TrainConfig:
     finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
     finetune_lr: float = 3e-4  #: dalp: fine-tuning learning rate
     profile: str = "myriadx"  #: deployment numerics profile ('ieee', 'myriadx' or 'bf16')
+    #: switches of the profile (dalp_moo.precision.NumericsProfile), e.g. ``{overflow = "saturate"}``
+    profile_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
     threads: int = nohash(0)  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
@@ -149,6 +151,9 @@ class TrainConfig:
         _check(self.dice_weight >= 0, "train.dice_weight", "must be >= 0")
         _check(0 <= self.vessel_tiles < 1, "train.vessel_tiles", "must be in [0, 1)")
         _choice(self.schedule, ("cosine", "constant"), "train.schedule")
+        for key, value in self.profile_options.items():
+            _check(isinstance(value, (str, int, float, bool)), f"train.profile_options.{key}",
+                   f"must be a string, number or boolean, got {type(value).__name__}")
 
 
 # -- generic sections ------------------------------------------------------------------------

@@ -119,6 +119,9 @@ class VesselSegmentation(Application):
         from dalp_moo.precision import check_profile_backend  # the profile describes the backend
 
         check_profile_backend(cfg.train.profile, cfg.backend.name, dict(cfg.backend.options))
+        from dalp_moo.precision import get_profile
+
+        get_profile(cfg.train.profile, **cfg.train.profile_options)  # unknown switches: one line
         if cfg.data.tile_size < 2 ** cfg.space.max_units:
             logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
                            "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)

@@ -7,6 +7,8 @@ requested profile's emulation (:func:`dalp_moo.precision.deploy_fp16`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from dalp_moo.backends.base import Backend, BackendInfo, Deployment, EmulatedDeployment, LatencyReport
@@ -42,7 +44,7 @@ class AnalyticBackend(Backend):
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         return self._report(model, input_shape).latency_ms
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "ieee") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee") -> Deployment:
         from dalp_moo.precision import deploy_fp16
 
         deployed = deploy_fp16(model.cpu().eval(), profile=profile)

@@ -89,10 +89,12 @@ class Backend(abc.ABC):
         """Describe the backend, its software versions and whether results are emulated."""
 
     @abc.abstractmethod
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "myriadx") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx") -> Deployment:
         """Deploy an evaluation copy of ``model`` for ``input_shape`` (the model is not changed).
 
-        ``profile`` names the FP16 numerics profile used where the backend emulates numerics.
+        ``profile`` is the numerics profile (a name or a
+        :class:`~dalp_moo.precision.NumericsProfile` with its switches) used where the backend
+        emulates numerics.
         """
 
     @abc.abstractmethod

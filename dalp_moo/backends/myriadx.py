@@ -372,7 +372,7 @@ class MyriadXBackend(Backend):
         return BackendInfo(self.name, self.version, device="Myriad X (emulated)", emulated=True,
                            details=details)
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "myriadx") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx") -> Deployment:
         """Real device: compile on MYRIAD and measure; else FP16 emulation + latency model.
 
         The emulation runs the converted graph under the numerics ``profile`` (FP16 profiles

@@ -487,13 +487,13 @@ class OpenVINOBackend(Backend):
         return BackendInfo(self.name, self.version, device=props.get("FULL_DEVICE_NAME", self.device),
                            emulated=False, details=details)
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: str = "ieee") -> OpenVINODeployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee") -> OpenVINODeployment:
         """Convert, save/reload as FP16-weight IR and compile. The numerics are the runtime's
         own (measured); the ``bf16`` profile (training projected onto bf16) needs precision
         ``"bf16"`` (see :func:`dalp_moo.precision.check_profile_backend`)."""
-        if profile == "bf16":
-            from dalp_moo.precision import check_profile_backend
+        from dalp_moo.precision import check_profile_backend, get_profile
 
+        if get_profile(profile).format == "bf16":
             check_profile_backend(profile, "openvino", {"precision": self.precision})
         return OpenVINODeployment(model, input_shape, self.device, self.threads, self.runs,
                                   self.warmup, self.throughput, self.latency, self.tolerance,

@@ -59,6 +59,10 @@ class SegmentationEvaluator:
         self.norm = normalization_params(cfg.data, self.source.band_stats())
         self.backend = backends.get(cfg.backend.name, device=cfg.backend.device, **cfg.backend.options)
         self.backend_info = self.backend.info()
+        from dalp_moo.precision import get_profile
+
+        #: the numerics profile with its switches (``train.profile_options``)
+        self.profile = get_profile(cfg.train.profile, **cfg.train.profile_options)
         self.device = resolve_device(cfg.train.device)
         self.config_hash = cfg.evaluation_hash()
 
@@ -124,7 +128,7 @@ class SegmentationEvaluator:
             calibration = None
             if regime == "dalp":
                 calibration = torch.stack([self.train_set[i][0] for i in range(min(16, len(self.train_set)))])
-            result = run_regimes(model, self.backend, self.input_shape, self._score, regime, cfg.train.profile,
+            result = run_regimes(model, self.backend, self.input_shape, self._score, regime, self.profile,
                                  finetune_fn=finetune, calibration=calibration)
             test = self._score(result.predict, "test")
             latency = result.deployment.latency()
@@ -166,4 +170,4 @@ class SegmentationEvaluator:
         from dalp_moo.precision import diagnose
 
         batch = torch.stack([self.val_set[i][0] for i in range(min(n_tiles, len(self.val_set)))])
-        return diagnose(model.cpu().eval(), self.cfg.train.profile, [batch])
+        return diagnose(model.cpu().eval(), self.profile, [batch])

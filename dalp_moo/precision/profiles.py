@@ -146,22 +146,24 @@ def get_profile(name: str | NumericsProfile = "myriadx", **overrides: object) ->
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
-def check_profile_backend(profile: str, backend: str, options: dict | None = None) -> None:
+def check_profile_backend(profile: str | NumericsProfile, backend: str,
+                          options: dict | None = None) -> None:
     """Raise :class:`~dalp_moo.errors.ConfigError` (one line) for a numerics profile that does
     not describe the backend's arithmetic: the Myriad X computes in FP16 only (profiles
     ``ieee``/``myriadx``); the ``bf16`` profile projects training onto a real bf16 target, so it
     needs ``--backend openvino`` with ``backend.options.precision = "bf16"``, and that target
     needs the ``bf16`` profile."""
     options = options or {}
-    fmt = get_profile(profile).format
+    prof = get_profile(profile)
+    name = prof.name
     precision = str(options.get("precision", "f32")) if backend == "openvino" else None
-    if backend == "myriadx" and fmt != "fp16":
-        raise ConfigError(f"train.profile {profile!r}: the Myriad X computes in FP16 only; use "
+    if backend == "myriadx" and prof.format != "fp16":
+        raise ConfigError(f"train.profile {name!r}: the Myriad X computes in FP16 only; use "
                           "profile 'myriadx' (or 'ieee'), or --backend openvino with "
                           "precision='bf16' for a bf16 target")
-    if fmt == "bf16" and precision != "bf16":
-        raise ConfigError(f"train.profile {profile!r} needs a bf16 deployment: --backend openvino "
+    if prof.format == "bf16" and precision != "bf16":
+        raise ConfigError(f"train.profile {name!r} needs a bf16 deployment: --backend openvino "
                           "--set 'backend.options={precision=\"bf16\"}'")
-    if precision == "bf16" and fmt != "bf16":
+    if precision == "bf16" and prof.format != "bf16":
         raise ConfigError(f"backend.options.precision='bf16' deploys in bf16: use --profile bf16 "
-                          f"(not {profile!r}) so that training is projected onto the same numerics")
+                          f"(not {name!r}) so that training is projected onto the same numerics")

@@ -77,7 +77,7 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     prof = get_profile(profile)
     model = model.cpu().eval()
     out = RegimeResult(regime=regime, fp32=eval_fn(model), profile=prof.to_dict())
-    deployment = backend.deploy(model, input_shape, profile=prof.name)
+    deployment = backend.deploy(model, input_shape, profile=prof)  # the profile with its switches
     if regime == "fp32":
         out.deployed, out.deployment, out.predict = out.fp32, deployment, model
         return out
@@ -94,7 +94,7 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     out.finetune = finetune_fn(model, aligned_context(model, prof, overflow_push))
     out.finetune_s = time.perf_counter() - t0
     model = model.cpu().eval()
-    deployment = backend.deploy(model, input_shape, profile=prof.name)
+    deployment = backend.deploy(model, input_shape, profile=prof)
     out.dalp = eval_fn(deployment.predict)
     out.deployed, out.deployment, out.predict = out.dalp, deployment, deployment.predict
     logger.debug("regimes (%s): fp32 %s ptq %s dalp %s", prof.name, out.fp32, out.ptq, out.dalp)
