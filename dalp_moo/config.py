@@ -280,7 +280,7 @@ class RunConfig:
         payload: dict[str, Any] = {"problem": self.problem, "version": self.application.version}
         for name, section in self.section_items():
             payload[name] = _hashed(section)
-        blob = json.dumps(payload, sort_keys=True).encode()
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -481,6 +481,9 @@ def to_toml(cfg: RunConfig) -> str:
             continue
         lines.append(f"[{section}]")
         for key, value in content.items():
+            if value is None:  # TOML has no null: the field's default (None) applies on loading
+                lines.append(f"# {key} = (none)")
+                continue
             if isinstance(value, dict):
                 inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
                 lines.append(f"{key} = {{{inner}}}")
