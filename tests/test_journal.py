@@ -142,3 +142,16 @@ def test_format1_run_folder_loads_and_shows(caplog):
     shown = CliRunner().invoke(main, ["show", str(FORMAT1)])
     assert shown.exit_code == 0, shown.output
     assert '"front_size": 3' in shown.output
+
+
+def test_format1_run_folder_is_not_resumed(tmp_path):
+    import shutil
+
+    from dalp_moo.search import run_search
+
+    folder = tmp_path / "old"
+    shutil.copytree(FORMAT1, folder)
+    before = (folder / "journal.jsonl").read_bytes()
+    with pytest.raises(RunFolderError, match="older version of dalp_moo \\(format 1\\)"):
+        run_search(None, folder, resume=True)
+    assert (folder / "journal.jsonl").read_bytes() == before
