@@ -18,6 +18,8 @@ from dalp_moo.backends.accelerator.core import CoreModel, plan_tiles
 from dalp_moo.backends.accelerator.workload import LayerSpec
 from dalp_moo.errors import BackendError, ConfigError
 
+pytest.importorskip("zigzag", reason="zigzag-dse (Python >= 3.11) not installed")
+
 CONV32 = LayerSpec("conv", "conv", 32, 32, 16, 16)
 DW = LayerSpec("dw", "dwconv", 48, 48, 16, 16, 3, 3, groups=48)
 

@@ -22,6 +22,14 @@ from dalp_moo.backends.accelerator import (
 )
 from dalp_moo.errors import BackendError
 
+try:
+    import zigzag  # noqa: F401
+
+    HAVE_ZIGZAG = True
+except ImportError:  # zigzag-dse needs Python >= 3.11
+    HAVE_ZIGZAG = False
+needs_zigzag = pytest.mark.skipif(not HAVE_ZIGZAG, reason="zigzag-dse not installed")
+
 
 class Add(nn.Module):
     cost_op = "add"
@@ -113,6 +121,7 @@ def test_trace_modules_called_twice_and_stage_function() -> None:
         trace_layers(nn.Conv2d(4, 4, 3, dilation=2), torch.zeros(1, 4, 8, 8))
 
 
+@needs_zigzag
 def test_system_cost_per_stage(tiny_layers: list[LayerSpec], cache_dir: str) -> None:
     cfg = AcceleratorConfig(cache_dir=cache_dir)
     cost = AcceleratorModel(cfg).cost(tiny_layers)
@@ -140,6 +149,7 @@ def test_system_cost_per_stage(tiny_layers: list[LayerSpec], cache_dir: str) -> 
     assert by["head0.pool"].transfer_cycles > 0 and by["head0.pool"].start_cycle >= by["add"].end_cycle
 
 
+@needs_zigzag
 def test_allocation_search_and_its_cache(tiny_layers: list[LayerSpec], cache_dir: str, tmp_path: Path) -> None:
     import shutil
 
@@ -165,6 +175,7 @@ def test_allocation_search_and_its_cache(tiny_layers: list[LayerSpec], cache_dir
         model.cost(tiny_layers, allocation=[0])
 
 
+@needs_zigzag
 def test_system_cost_deterministic(tiny_layers: list[LayerSpec], cache_dir: str) -> None:
     a = AcceleratorModel(AcceleratorConfig(cache_dir=cache_dir, seed=3, ga_generations=3))
     b = AcceleratorModel(AcceleratorConfig(cache_dir=cache_dir, seed=3, ga_generations=3))
@@ -174,6 +185,7 @@ def test_system_cost_deterministic(tiny_layers: list[LayerSpec], cache_dir: str)
     assert ca.to_dict() == cb.to_dict()
 
 
+@needs_zigzag
 def test_static_network_and_precision(cache_dir: str) -> None:
     model = AcceleratorModel(AcceleratorConfig(cache_dir=cache_dir, allocation="greedy"))
     static = model.cost(trace_layers(Tiny(exits=False), torch.zeros(1, 3, 32, 32)))

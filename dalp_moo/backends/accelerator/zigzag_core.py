@@ -325,8 +325,18 @@ def _fail(q: CoreQuery, exc: Exception, collect: _Collect) -> BackendError:
                         f"{type(exc).__name__} {last}".rstrip())
 
 
+def require_zigzag() -> None:
+    """Raise BackendError (one line) when zigzag-dse cannot be imported."""
+    try:
+        import zigzag  # noqa: F401
+    except ImportError as exc:
+        raise BackendError(f"the accelerator cost model needs zigzag-dse (Python >= 3.11): "
+                           f"pip install 'zigzag-dse>=3.9.1,<3.10' six ({exc})") from None
+
+
 def run_query(cfg: AcceleratorConfig, q: CoreQuery) -> CoreResult:
     """Run ZigZag on one query (no cache; 0.1-1 s). Raises BackendError if no mapping is valid."""
+    require_zigzag()
     from zigzag.mapping.temporal_mapping import TemporalMappingType
     from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
     from zigzag.stages.main import MainStage
@@ -378,6 +388,7 @@ def reference_query(cfg: AcceleratorConfig, q: CoreQuery) -> tuple[float, float]
     """The same query through ZigZag's public API ``get_hardware_performance_zigzag``: (energy pJ,
     latency cycles). For cross-checks: its output files go to a temporary folder that is deleted,
     its matplotlib cache to a folder of its own, and the logging state is restored."""
+    require_zigzag()
     description = accelerator_description(cfg, q.w_bits, q.psum_bits)
     _check_no_cacti(description)
     mpl = Path(tempfile.gettempdir()) / "dalp_moo-mplconfig"
