@@ -41,6 +41,11 @@ ALGORITHMS = ("nsga2", "random")
 COMMON_SECTIONS = ("search", "backend", "constraints")
 _RESERVED = {*COMMON_SECTIONS, "preset", "problem", "sections"}
 
+#: upper bounds of the search size and the seed (the seed also seeds numpy and torch generators)
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 100_000
+MAX_SEED = 2**31 - 1
+
 #: field metadata of a value that does not change a candidate's evaluation
 NO_HASH = {"hash": False}
 
@@ -99,6 +104,7 @@ class DataConfig:
         _check(16 <= self.tile_size <= 1024, "data.tile_size",
                f"must be in 16..1024, got {self.tile_size}")
         _check(1 <= self.bands <= 16, "data.bands", f"must be in 1..16, got {self.bands}")
+        _check(0 <= self.seed <= MAX_SEED, "data.seed", f"must be in 0..{MAX_SEED}, got {self.seed}")
         _choice(self.normalization, ("raw", "standardize", "scale"), "data.normalization")
         _check(self.scale > 0, "data.scale", "must be > 0")
 
@@ -191,15 +197,39 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         _choice(self.algorithm, ALGORITHMS, "search.algorithm")
-        _check(self.population >= 2, "search.population", f"must be >= 2, got {self.population}")
-        _check(self.generations >= 1, "search.generations", "must be >= 1")
+        _check(2 <= self.population <= MAX_POPULATION, "search.population",
+               f"must be in 2..{MAX_POPULATION}, got {self.population}")
+        _check(1 <= self.generations <= MAX_GENERATIONS, "search.generations",
+               f"must be in 1..{MAX_GENERATIONS}, got {self.generations}")
+        _check(0 <= self.seed <= MAX_SEED, "search.seed", f"must be in 0..{MAX_SEED}, got {self.seed}")
         _check(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
         _check(0 <= self.crossover_prob <= 1, "search.crossover_prob", "must be in [0, 1]")
         _check(self.workers >= 0, "search.workers", "must be >= 0")
-        _check(not self.scheduler or self.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")),
-               "search.scheduler", f"{self.scheduler!r} is not a Dask address like tcp://HOST:8786")
+        check_scheduler_address(self.scheduler)
         _check(not (self.workers and self.scheduler), "search.workers",
                "give either workers (local cluster) or scheduler (existing cluster), not both")
+
+
+def check_scheduler_address(address: str, key: str = "search.scheduler") -> None:
+    """Raise a ConfigError unless ``address`` is empty or a Dask scheduler address another process
+    can connect to: ``tcp://HOST:PORT``, ``tls://HOST:PORT`` or (with distributed-ucxx installed)
+    ``ucx://HOST:PORT``. ``inproc://`` addresses exist only inside one Python process."""
+    if not address:
+        return
+    scheme, sep, rest = address.partition("://")
+    _check(bool(sep) and scheme in ("tcp", "tls", "inproc", "ucx"), key,
+           f"{address!r} is not a Dask address like tcp://HOST:8786")
+    _check(scheme != "inproc", key, f"{address!r}: inproc:// addresses exist only inside one Python process; "
+           "give the tcp:// address of a running scheduler")
+    host, colon, port = rest.rpartition(":")
+    _check(bool(colon) and bool(host) and port.isdigit() and 1 <= int(port) <= 65535, key,
+           f"{address!r} needs a host and a port number, like {scheme}://HOST:8786")
+    if scheme == "ucx":
+        import importlib.util
+
+        _check(importlib.util.find_spec("distributed_ucxx") is not None, key,
+               f"{address!r}: the ucx protocol needs the distributed-ucxx package, which is not installed; "
+               "use tcp://HOST:PORT")
 
 
 def _hashed(section: Any) -> dict[str, Any]:
@@ -392,12 +422,33 @@ def build_config(values: dict[str, Any], preset: str = "", problem: str | None =
     return cfg
 
 
+def _put(table: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set ``table[key] = value``; a dotted key (``options.precision``) sets one entry of a
+    table-valued field, keeping its other entries."""
+    if "." not in key:
+        table[key] = value
+        return
+    head, rest = key.split(".", 1)
+    inner = table.get(head)
+    if inner is None:
+        inner = {}
+    elif not isinstance(inner, dict):
+        raise ConfigError(f"config value {where}.{head}: is not a table, so {where}.{key} cannot be set")
+    inner = dict(inner)
+    _put(inner, rest, value, f"{where}.{head}")
+    table[head] = inner
+
+
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``update`` into a copy of ``base`` (two levels: section, key)."""
+    """Deep-merge ``update`` into a copy of ``base`` (two levels: section, key). A dotted key
+    inside a section (``{"backend": {"options.precision": "f16"}}``, from ``--set
+    backend.options.precision=f16``) sets one entry of a table-valued field."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key].update(value)
+        if isinstance(value, dict) and (key not in out or isinstance(out[key], dict)):
+            section = out.setdefault(key, {})
+            for name, item in value.items():
+                _put(section, name, item, key)
         else:
             out[key] = value
     return out
@@ -435,7 +486,8 @@ def preset_values(name: str, problem: str | None = None) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """Parse ``section.key=value`` (value in TOML syntax; bare words are strings)."""
+    """Parse ``section.key=value`` (value in TOML syntax; bare words are strings). The key may
+    be dotted to set one entry of a table: ``backend.options.precision=f16``."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     dotted, raw = text.split("=", 1)
