@@ -3,8 +3,9 @@
 Lines are format 2 (``{"format": 2, "application": NAME, ...record}``, see
 :mod:`dalp_moo.evaluation.record`); format-1 lines of older runs load too. A torn last line (a
 write cut by a crash) is detected on reading, skipped with a warning and truncated before the
-next append, so finished evaluations are never lost. Appending costs O(1) in the journal's
-size: only the file's last bytes are inspected.
+next append, so finished evaluations are never lost; any other damaged line (edited, or not a
+JSON object) is reported with its line number and nothing is changed. Appending costs O(1) in
+the journal's size: only the file's last bytes are inspected.
 """
 
 from __future__ import annotations
@@ -30,20 +31,29 @@ class Journal:
         self.application = application
 
     def read(self) -> list[EvalRecord]:
-        """All complete records. A corrupt *last* line is skipped (torn write); a corrupt line
-        elsewhere is an error because it means the file was edited or damaged."""
+        """All complete records. An unterminated last line is skipped (a torn write: every
+        append ends with its newline) and repaired by the next append; any other line that is
+        not a record (not JSON, JSON but not an object, an object that is not a record) is an
+        error because it means the file was edited or damaged."""
         if not self.path.exists():
             return []
-        lines = self.path.read_bytes().split(b"\n")
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise RunFolderError(f"journal {self.path}: unreadable ({exc.strerror or exc})") from exc
+        lines = data.split(b"\n")
         records = []
         for i, raw in enumerate(lines):
             if not raw.strip():
                 continue
             try:
-                records.append(EvalRecord.from_dict(json.loads(raw)))
-            except (ValueError, TypeError) as exc:
-                is_last = all(not rest.strip() for rest in lines[i + 1:])
-                if is_last:
+                obj = json.loads(raw)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+                records.append(EvalRecord.from_dict(obj))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                torn = i == len(lines) - 1  # no newline after it: a write cut by a crash
+                if torn:
                     logger.warning("journal %s: skipping torn last line %d (%s)", self.path, i + 1, exc)
                     continue
                 raise RunFolderError(f"journal {self.path}: line {i + 1} is corrupt ({exc})") from exc
