@@ -33,7 +33,7 @@ def swept_layer(base: LayerSpec, dim: str, channels: int) -> LayerSpec:
         return dataclasses.replace(base, k=channels, c=channels, groups=channels)
     if base.op in ("pool", "add"):
         raise BackendError(f"a {base.op} layer does not run on a compute core")
-    return dataclasses.replace(base, **{dim: channels})
+    return dataclasses.replace(base, k=channels) if dim == "k" else dataclasses.replace(base, c=channels)
 
 
 def alignment_sweep(core: CoreModel, base: LayerSpec, dim: str, values: Sequence[int],

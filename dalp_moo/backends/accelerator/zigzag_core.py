@@ -354,8 +354,8 @@ def run_query(cfg: AcceleratorConfig, q: CoreQuery) -> CoreResult:
         folder = Path(tmp)
         accelerator = _write_yaml(folder, "accelerator.yaml", description)
         mapping = _write_yaml(folder, "mapping.yaml", mapping_description(cfg, q))
-        stages = [WorkloadParserStage, AcceleratorParserStage, WorkloadStage, reduce, SpatialMappingGeneratorStage,
-                  reduce, TemporalMappingGeneratorStage, CostModelStage]
+        stages: list[Any] = [WorkloadParserStage, AcceleratorParserStage, WorkloadStage, reduce,
+                             SpatialMappingGeneratorStage, reduce, TemporalMappingGeneratorStage, CostModelStage]
         main = MainStage(
             list_of_callables=stages, accelerator=accelerator, workload=q.workload(), mapping=mapping,
             loma_lpf_limit=cfg.lpf_limit, loma_show_progress_bar=False, nb_mappings_generated=cfg.spatial_mappings,
@@ -398,9 +398,9 @@ def reference_query(cfg: AcceleratorConfig, q: CoreQuery) -> tuple[float, float]
         folder = Path(tmp)
         accelerator = _write_yaml(folder, "accelerator.yaml", description)
         mapping = _write_yaml(folder, "mapping.yaml", mapping_description(cfg, q))
-        energy, latency, _ = get_hardware_performance_zigzag(
+        out = get_hardware_performance_zigzag(
             q.workload(), accelerator, mapping, opt=cfg.zigzag_opt, dump_folder=str(folder / "outputs"),
             lpf_limit=cfg.lpf_limit, nb_spatial_mappings_generated=cfg.spatial_mappings,
             loma_show_progress_bar=False,
         )
-    return float(energy), float(latency)
+    return float(out[0]), float(out[1])
