@@ -143,7 +143,8 @@ class TqdmProgress:
         from tqdm import tqdm
 
         self.generation += 1
-        self.bar = tqdm(total=n_new + n_cached, desc=f"gen {self.generation}", unit="eval",
+        cached = f" ({n_cached} cached)" if n_cached else ""
+        self.bar = tqdm(total=n_new + n_cached, desc=f"gen {self.generation}{cached}", unit="eval",
                         dynamic_ncols=True, leave=True, file=sys.stderr)
 
     def evaluated(self, record: EvalRecord, cached: bool) -> None:
@@ -196,7 +197,7 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 @click.option("--algorithm", type=RegistryChoice(_algorithms), help="Search algorithm.")
 @click.option("--seed", type=int, help="Seed of search, data and training.")
 @click.option("--population", type=int, help="Population size.")
-@click.option("--generations", type=int, help="Number of generations.")
+@click.option("--generations", type=int, help="Number of generations (with --resume: extends the run).")
 @click.option("--epochs", type=int, help="FP32 training epochs per candidate.")
 @click.option("--regime", type=RegistryChoice(_regimes), help="Training/evaluation regime.")
 @click.option("--profile", type=RegistryChoice(_profiles),
@@ -228,12 +229,16 @@ def run(ctx: click.Context, problem: str | None, preset: str | None, config_path
     os.environ.setdefault("MPLBACKEND", "Agg")  # the run writes plots to files
     overrides = _overrides(options, sets)
     if resume_dir:
-        if overrides or config_path or preset or problem:
-            raise DalpError("--resume uses the run folder's own config.toml; drop the other options")
+        others = [name for name, value in options.items() if value is not None and name != "generations"]
+        if others or sets or config_path or preset or problem or out or force:
+            raise DalpError("--resume uses the run folder's own config.toml; drop the other options "
+                            "(only --generations may be given: it extends the run)")
         from dalp_moo.results import RunFolder
 
-        objectives = RunFolder.open(resume_dir).scoring().objectives
-        outcome = run_search(None, resume_dir, resume=True, progress=TqdmProgress(objectives) if progress else None)
+        saved = RunFolder.open(resume_dir).config()
+        objectives = tuple(saved.application.objectives(saved))
+        outcome = run_search(None, resume_dir, resume=True, generations=options.get("generations"),
+                             progress=TqdmProgress(objectives) if progress else None)
     else:
         cfg = load_config(preset, config_path, overrides, problem=problem)
         objectives = tuple(cfg.application.objectives(cfg))
@@ -302,7 +307,8 @@ main.add_command(accel)
 @click.option("--candidate", "arch_id", help="Architecture ID [default: the best on-device mIoU].")
 @click.option("--profile", type=RegistryChoice(_profiles),
               help="Recompute under this numerics profile from the stored weights.")
-@click.option("--tiles", type=int, default=8, show_default=True, help="Validation tiles used when recomputing.")
+@click.option("--tiles", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Validation tiles used when recomputing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def diagnose(run_dir: str, arch_id: str | None, profile: str | None, tiles: int, as_json: bool) -> None:
     """Per-layer FP16 diagnostics of one evaluated candidate: max |activation| against 65504,
