@@ -192,7 +192,8 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
               help="Preset of the application, e.g. smoke (CI-sized), default (embedded job), paper (paper's budget) "
                    "[default: the config file's, else default].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML config file.")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config value (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<preset>-<time>].")
 @click.option("--algorithm", type=RegistryChoice(_algorithms), help="Search algorithm.")
 @click.option("--seed", type=int, help="Seed of search, data and training.")
