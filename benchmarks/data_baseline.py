@@ -79,7 +79,7 @@ def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str) -> dict:
            "recipe": tcfg.recipe, "seed": seed}
     try:
         result = train_model(model, source.split("train"), source.split("val"), tcfg, seed=seed,
-                             device=torch.device("cpu"), label=label)
+                             device=torch.device("cpu"), label=label, init_prior=True)
     except Exception as exc:  # a candidate that does not train normally (diverged)
         row.update(trained=False, reason=f"{type(exc).__name__}: {exc}")
         return row

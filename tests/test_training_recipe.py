@@ -115,3 +115,29 @@ def test_validation_under_overflowing_numerics_stays_finite() -> None:
                          device=torch.device("cpu"), forward_context=Poison)
     assert math.isfinite(result.best_val_loss)
     assert all(h["val_nonfinite_pixels"] == len(source.split("val")) * 16 for h in result.history)
+
+
+def test_output_bias_starts_at_the_class_prior() -> None:
+    from dalp_moo.training.trainer import class_frequencies, init_output_prior
+
+    masks = np.zeros((4, 10, 10), np.uint8)
+    masks[:, :1, :2] = 1  # 2 % vessel pixels
+    data = ArrayDataset(np.zeros((4, 3, 10, 10), np.float32), masks)
+    assert class_frequencies(data, 2).tolist() == pytest.approx([0.98, 0.02])
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(3, 4, 1)
+            self.head = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))
+
+    net = Net()
+    with torch.no_grad():
+        net.head.weight.zero_()
+    assert init_output_prior(net, data)
+    p = torch.softmax(net(torch.zeros(1, 3, 2, 2)), 1)[0, :, 0, 0]
+    assert p.tolist() == pytest.approx([0.98, 0.02], abs=1e-6)
+    assert not init_output_prior(nn.Conv2d(3, 2, 1, bias=False), data)

@@ -123,7 +123,7 @@ class SegmentationEvaluator:
         with torch_threads(cfg.train.threads):
             t0 = time.perf_counter()
             fit = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed, device=self.device,
-                              deadline=deadline, label=arch.arch_id)
+                              deadline=deadline, label=arch.arch_id, init_prior=True)
             train_time = time.perf_counter() - t0
             calibration = None
             if regime == "dalp":

@@ -7,7 +7,10 @@ Recipes (``TrainConfig.recipe``):
 * ``balanced`` (default): the paper's focal loss plus a soft Dice loss of the vessel class
   (``dice_weight``), tiles that contain vessels sampled with probability ``vessel_tiles`` (0:
   shuffled order as in ``paper``), and the learning rate following ``schedule`` (``cosine``:
-  linear warm-up over the first 5 % of the steps, then cosine decay to 0 at the last epoch).
+  linear warm-up over the first 5 % of the steps, then cosine decay to 0 at the last epoch);
+  a fresh candidate's output bias starts at the log class frequencies of the training masks
+  (``train_model(..., init_prior=True)``, the prior initialisation of the focal-loss paper), so
+  the first steps are not spent learning that vessels are rare.
   Chosen by measurement (``benchmarks/data_baseline.py``): at the default budget the paper's
   recipe leaves many candidates predicting background only.
 
@@ -126,6 +129,46 @@ def train_loader(train_set: Dataset, cfg: TrainConfig, seed: int) -> DataLoader:
                       drop_last=drop_last)
 
 
+def class_frequencies(dataset: Dataset, num_classes: int) -> np.ndarray:
+    """Pixel share of each class in ``dataset``'s masks (each at least 1e-4)."""
+    masks = getattr(dataset, "masks", None)
+    if isinstance(masks, np.ndarray) and masks.shape[0] == len(dataset):
+        counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)
+    else:
+        counts = np.zeros(num_classes, np.int64)
+        for i in range(len(dataset)):
+            counts += np.bincount(dataset[i][1].reshape(-1).numpy(), minlength=num_classes)
+    freq = counts[:num_classes] / max(int(counts.sum()), 1)
+    return np.maximum(freq, 1e-4)
+
+
+def output_layer(model: nn.Module) -> nn.Module | None:
+    """The layer producing the logits: ``model.head`` when it has a bias, else the last
+    convolution or linear layer with a bias (None if there is none)."""
+    head = getattr(model, "head", None)
+    if isinstance(head, (nn.Conv2d, nn.Linear)) and head.bias is not None:
+        return head
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            last = m
+    return last
+
+
+def init_output_prior(model: nn.Module, dataset: Dataset) -> bool:
+    """Set the output layer's bias to the log class frequencies of ``dataset`` (softmax logits:
+    the untrained network then predicts the class prior). Returns False when the model has no
+    output bias of the right size."""
+    layer = output_layer(model)
+    if layer is None:
+        return False
+    n = int(layer.bias.numel())
+    freq = class_frequencies(dataset, n)
+    with torch.no_grad():
+        layer.bias.copy_(torch.as_tensor(np.log(freq), dtype=layer.bias.dtype))
+    return True
+
+
 def lr_factor(step: int, total: int, schedule: str) -> float:
     """Multiplier of the base learning rate at optimisation ``step`` (0-based) of ``total``:
     ``constant`` 1; ``cosine`` linear warm-up over the first :data:`WARMUP_FRACTION` of the
@@ -152,10 +195,13 @@ def train_model(
     forward_context: Callable[[], contextlib.AbstractContextManager] | None = None,
     deadline: float | None = None,
     label: str = "",
+    init_prior: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with ``cfg``'s recipe and restore the weights of the best
     validation-loss epoch.
 
+    ``init_prior`` (a fresh candidate's first training; ignored by the ``paper`` recipe) first
+    sets the output bias to the log class frequencies (:func:`init_output_prior`).
     ``forward_context`` (optional) is entered around every forward pass, in training and
     validation: deployment-aligned fine-tuning passes the precision profile's context here.
     ``deadline`` is a ``time.monotonic()`` value after which training stops with an
@@ -168,6 +214,8 @@ def train_model(
     if schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
     loss_of = loss_fn(cfg)
+    if init_prior and recipe == "balanced":
+        init_output_prior(model, train_set)
     loader = train_loader(train_set, cfg, seed)
     val_loader = DataLoader(val_set, batch_size=max(cfg.batch_size, 16), shuffle=False)
     model.to(device)
