@@ -24,7 +24,7 @@ def test_smoke_search_writes_run_folder(tmp_path):
     cfg = tiny_config()
     out = run_search(cfg, tmp_path / "run")
     folder = tmp_path / "run"
-    for name in ("config.toml", "meta.json", "journal.jsonl", "checkpoint.pkl", "evaluations.csv",
+    for name in ("config.toml", "meta.json", "journal.jsonl", "progress.json", "evaluations.csv",
                  "pareto.csv", "pareto.png", "summary.json"):
         assert (folder / name).is_file(), name
     table = pd.read_csv(folder / "evaluations.csv")
