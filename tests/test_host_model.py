@@ -146,6 +146,7 @@ def test_per_host_calibration_choice(monkeypatch: pytest.MonkeyPatch, tmp_path,
                                      synthetic: tuple[list, list, list], caplog: pytest.LogCaptureFixture) -> None:
     graphs, profiles, y = synthetic
     monkeypatch.setattr(hm, "CALIBRATION_DIR", tmp_path)
+    monkeypatch.setenv("DALP_MOO_CALIBRATION_DIR", str(tmp_path / "user"))
     monkeypatch.setattr(hm, "host_id", lambda: "Intel(R) Xeon(R) Platinum 8480+")
     assert hm.host_slug() == "intel-xeon-platinum-8480"
     own = hm.calibration_file(1, "CPU", "f32")
@@ -164,6 +165,16 @@ def test_per_host_calibration_choice(monkeypatch: pytest.MonkeyPatch, tmp_path,
     assert HostLatencyModel.load(threads=1).meta["host"] == "Intel(R) Xeon(R) Platinum 8480+"
     with pytest.raises(BackendError, match="precision bf16"):  # no silent use of another precision
         HostLatencyModel.load(threads=1, precision="bf16")
+    # a calibration the user made on this CPU (calibrate host) takes precedence over the shipped one
+    user = HostLatencyModel(model.intercept_ms, 2 * model.scale, model.regressors,
+                            {"host": "Intel(R) Xeon(R) Platinum 8480+", "held_out": {"within_10pct": 0.9,
+                                                                                  "kendall_tau": 0.95}})
+    user_file = user.save(hm.calibration_file(1, "CPU", "f32", directory=hm.user_calibration_dir()))
+    assert user_file.parent == tmp_path / "user" and hm.calibration_path(1) == user_file
+    with caplog.at_level(logging.INFO, logger="dalp_moo"):
+        loaded = HostLatencyModel.load(threads=1)
+    assert loaded.scale == pytest.approx(2 * model.scale) and loaded.meta["calibration_file"] == str(user_file)
+    assert str(user_file) in caplog.text and "Kendall tau 0.950" in caplog.text
 
 
 def test_unsupported_layer_is_a_clear_error(synthetic: tuple[list, list, list]) -> None:

@@ -25,16 +25,20 @@ set (e.g. ImageNet networks) extrapolate with ``base``. The network latency is
 plugin's per-node profiling (``PERF_COUNT``, :meth:`OpenVINODeployment.profile
 <dalp_moo.backends.openvino_backend.OpenVINODeployment.profile>`), matched to the emulated
 kernels by kind, output shape and weight shape (:func:`match_profile`); without profiles it falls
-back to a network-level fit of the linear terms. ``benchmarks/latency_fidelity.py`` measures and
-fits and writes the calibration (JSON in ``dalp_moo/backends/calibration/``), one file per CPU
-model, device, thread count and inference precision. :meth:`HostLatencyModel.load` takes the
-file of this CPU model; a calibration made on another CPU model is used with a warning.
+back to a network-level fit of the linear terms. ``python -m dalp_moo calibrate host``
+(:mod:`dalp_moo.backends.calibrate`) measures and fits on the user's CPU and writes the calibration
+into the user calibration folder (:func:`user_calibration_dir`); ``benchmarks/latency_fidelity.py``
+does the same with more networks for the calibrations shipped in ``dalp_moo/backends/calibration/``.
+There is one file per CPU model, device, thread count and inference precision.
+:meth:`HostLatencyModel.load` takes the file of this CPU model (the user folder first, then the
+shipped ones), logs which one, and uses another CPU model's only with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -467,21 +471,36 @@ def host_slug(host: str | None = None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s).strip("-") or "unknown"
 
 
+def user_calibration_dir() -> Path:
+    """The user's calibration folder: ``$DALP_MOO_CALIBRATION_DIR``, else
+    ``$XDG_DATA_HOME/dalp_moo/calibration`` (``~/.local/share/dalp_moo/calibration``)."""
+    env = os.environ.get("DALP_MOO_CALIBRATION_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dalp_moo" / "calibration"
+
+
 def calibration_file(threads: int | None, device: str = "CPU", precision: str = "f32",
-                     host: str | None = None) -> Path:
-    """Calibration JSON for a CPU model (default: this host), device, thread count and precision."""
-    return CALIBRATION_DIR / f"openvino_{device.lower()}_t{threads or 0}_{precision}_{host_slug(host)}.json"
+                     host: str | None = None, directory: Path | None = None) -> Path:
+    """Calibration JSON for a CPU model (default: this host), device, thread count and precision,
+    in ``directory`` (default: the shipped calibrations, :data:`CALIBRATION_DIR`)."""
+    name = f"openvino_{device.lower()}_t{threads or 0}_{precision}_{host_slug(host)}.json"
+    return (directory if directory is not None else CALIBRATION_DIR) / name
 
 
 def calibration_path(threads: int | None, device: str = "CPU", precision: str = "f32") -> Path:
-    """The calibration :meth:`HostLatencyModel.load` uses: this CPU model's if there is one, else
-    another CPU model's for the same device, threads and precision (a path that does not exist
-    when there is none)."""
-    own = calibration_file(threads, device, precision)
-    if own.exists():
-        return own
-    others = sorted(CALIBRATION_DIR.glob(f"openvino_{device.lower()}_t{threads or 0}_{precision}_*.json"))
-    return others[0] if others else own
+    """The calibration :meth:`HostLatencyModel.load` uses: this CPU model's (the user folder's, else
+    the shipped one), else another CPU model's for the same device, threads and precision (a path
+    that does not exist when there is none)."""
+    dirs = [user_calibration_dir(), CALIBRATION_DIR]
+    for d in dirs:
+        own = calibration_file(threads, device, precision, directory=d)
+        if own.exists():
+            return own
+    pattern = f"openvino_{device.lower()}_t{threads or 0}_{precision}_*.json"
+    others = [f for d in dirs for f in sorted(d.glob(pattern))]
+    return others[0] if others else calibration_file(threads, device, precision)
 
 
 # --------------------------------------------------------------------------- the model
@@ -636,15 +655,23 @@ class HostLatencyModel:
         path = path or calibration_path(threads, device, precision)
         if not path.exists():
             raise BackendError(f"no host latency calibration for device {device} with threads={threads} "
-                               f"and precision {precision} ({path.name}); fit one with "
-                               f"benchmarks/latency_fidelity.py")
+                               f"and precision {precision} ({path.name}); make one with "
+                               f"'python -m dalp_moo calibrate host'")
         try:
             model = cls.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise BackendError(f"{path}: corrupt host latency calibration ({exc})") from exc
+        model.meta["calibration_file"] = str(path)
         host = model.meta.get("host")
-        if host and host != host_id() and str(path) not in _WARNED:
+        if str(path) not in _WARNED:
             _WARNED.add(str(path))
-            logger.warning("host latency model %s was fitted on %r, this host is %r: predictions "
-                           "may be off; refit with benchmarks/latency_fidelity.py", path.name, host, host_id())
+            held = model.meta.get("held_out", {})
+            fidelity = (f"; held-out within +-10 %: {100 * held['within_10pct']:.0f} %, Kendall tau "
+                        f"{held['kendall_tau']:.3f}" if "within_10pct" in held else "")
+            if host and host != host_id():
+                logger.warning("host latency model %s was fitted on %r, this host is %r: predictions "
+                               "may be off; calibrate this CPU with 'python -m dalp_moo calibrate host'",
+                               path, host, host_id())
+            else:
+                logger.info("host latency model: %s (fitted on %s%s)", path, host or "an unnamed host", fidelity)
         return model

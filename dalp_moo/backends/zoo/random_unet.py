@@ -1,12 +1,5 @@
-"""Networks used to calibrate and check the latency models (plain ``torch.nn``).
-
-- :func:`cnv`: the small CIFAR CNN of the FINN "CNV" family whose Myriad X latencies are
-  published (2x conv3x3(64) pool, 2x conv3x3(128) pool, 2x conv3x3(256), FC(512) x2, FC(10);
-  widths scaled by ``s``). The first block uses 'same' padding, the others none; with that
-  definition the op counts match the published 11.1 / 42.7 / 167 / 663 Mops within 1 %.
-- :func:`random_unet`: varied U-Net-style segmentation networks (depth, widths, block types,
-  activations, up-sampling, skip concatenation) for fitting and validating the host model.
-"""
+"""Random U-Net-style segmentation networks (depth, widths, block types, activations,
+up-sampling, skip concatenation) for fitting and validating the host latency model."""
 
 from __future__ import annotations
 
@@ -15,40 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Published Myriad X (NCS2) batch-1 latencies of the CNV networks: scale -> (Mops, device ms,
-#: end-to-end ms with host/USB). "ops" = 2 x MAC; input 3x32x32.
-CNV_LATENCY: dict[float, tuple[float, float, float]] = {
-    0.25: (11.1, 1.90, 3.40),
-    0.5: (42.7, 1.95, 3.50),
-    1.0: (167.0, 2.39, 3.97),
-    2.0: (663.0, 4.98, 6.60),
-}
-
-
-def _conv_bn_relu(cin: int, cout: int, padding: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-
-def cnv(scale: float = 1.0, num_classes: int = 10) -> nn.Module:
-    """FINN-style CNV network with channel widths scaled by ``scale`` (input 3x32x32)."""
-    c1, c2, c3, f = (max(1, round(w * scale)) for w in (64, 128, 256, 512))
-    layers: list[nn.Module] = [
-        *_conv_bn_relu(3, c1, 1), *_conv_bn_relu(c1, c1, 1), nn.MaxPool2d(2),      # 32 -> 16
-        *_conv_bn_relu(c1, c2, 0), *_conv_bn_relu(c2, c2, 0), nn.MaxPool2d(2),     # 16 -> 12 -> 6
-        *_conv_bn_relu(c2, c3, 0), *_conv_bn_relu(c3, c3, 0),                      # 6 -> 4 -> 2
-        nn.Flatten(),
-        nn.Linear(c3 * 2 * 2, f, bias=False), nn.BatchNorm1d(f), nn.ReLU(),
-        nn.Linear(f, f, bias=False), nn.BatchNorm1d(f), nn.ReLU(),
-        nn.Linear(f, num_classes),
-    ]
-    return nn.Sequential(*layers).eval()
-
 
 class _InputScale(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.full((1, channels, 1, 1), 500.0))
         self.register_buffer("std", torch.full((1, channels, 1, 1), 250.0))
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -118,7 +86,7 @@ class RandomUNet(nn.Module):
             if i < len(self.down) - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for up, block in zip(self.ups, self.dec):
+        for up, block in zip(self.ups, self.dec, strict=True):
             x = up(x) if self.up_mode == "deconv" else F.interpolate(x, scale_factor=2.0, mode=self.up_mode)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
