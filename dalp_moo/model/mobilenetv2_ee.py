@@ -95,7 +95,7 @@ class InvertedResidual(nn.Module):
     """MobileNetV2 block: [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6, 1x1 project, BN."""
 
     def __init__(self, in_channels: int, expansion: int, out_channels: int, stride: int,
-                 bits: int = 32, kernel: int = 3) -> None:
+                 bits: int = 32, kernel: int = 3, residual: bool | None = None) -> None:
         super().__init__()
         hidden = in_channels * expansion
         layers: list[nn.Module] = []
@@ -108,7 +108,11 @@ class InvertedResidual(nn.Module):
                    quant.conv2d(hidden, out_channels, 1, bits=bits), nn.BatchNorm2d(out_channels),
                    quant.act_quant(bits)]
         self.body = nn.Sequential(*layers)
-        self.residual = ResidualAdd(bits) if stride == 1 and in_channels == out_channels else None
+        if residual is None:
+            residual = stride == 1 and in_channels == out_channels
+        if residual and (stride != 1 or in_channels != out_channels):
+            raise ValueError("a residual block needs stride 1 and equal input and output channels")
+        self.residual = ResidualAdd(bits) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
@@ -129,11 +133,12 @@ class MobileNetV2Backbone(nn.Module):
         self.input_quant = quant.act_quant(bits)
         self.stem = nn.Sequential(quant.conv2d(in_channels, stem, 3, padding=1, bits=bits),
                                   nn.BatchNorm2d(stem), quant.relu6(bits))
-        blocks, c = [], stem
-        for e, out, s, k in BLOCKS:
-            out = scaled_channels(out, width)
-            blocks.append(InvertedResidual(c, e, out, s, bits, k))
-            c = out
+        blocks, c, c_ref = [], stem, STEM_CHANNELS
+        for e, out_ref, s, k in BLOCKS:
+            out = scaled_channels(out_ref, width)
+            # residual connections where the reference (width 1) has them: blocks 2, 4, 6, 8, 10
+            blocks.append(InvertedResidual(c, e, out, s, bits, k, residual=s == 1 and c_ref == out_ref))
+            c, c_ref = out, out_ref
         self.blocks = nn.ModuleList(blocks)
         self.geometry = exit_geometry(width, input_size)
 

@@ -65,7 +65,7 @@ from dalp_moo.precision import PROFILES, quant
 from dalp_moo.training.trainer import torch_threads
 
 #: version of the training recipe: enters every cache key (bump when training changes)
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 FINAL_POSITION = len(EXIT_LETTERS) - 1
 JOINT_WEIGHTS = ("uniform", "linear")
 
