@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,9 @@ from tests.conftest import tiny_config
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's content (the lock file holds the pid of its last holder and is left out)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +81,17 @@ CASES = [
     ("unknown backend", ["--backend", "tpu9000"], "unknown backend"),
     ("cuda without gpu", ["--device", "cuda"], "no CUDA"),
     ("missing config file", ["--config", "/nonexistent/x.toml"], "not found"),
+    ("negative seed", ["--seed", "-1"], "search.seed"),
+    ("negative data seed", ["--set", "data.seed=-3"], "data.seed"),
+    ("huge population", ["--population", "100000000000000000000"], "search.population"),
+    ("huge generations", ["--generations", "100000000000000000000"], "search.generations"),
+    ("scheduler without port", ["--scheduler", "tcp://127.0.0.1"], "needs a host and a port"),
+    ("scheduler without host", ["--scheduler", "tcp://:8786"], "needs a host and a port"),
+    ("inproc scheduler", ["--scheduler", "inproc://nothing"], "inproc:// addresses exist only inside one"),
+    ("ucx scheduler", ["--scheduler", "ucx://127.0.0.1:1"], "search.scheduler"),
+    ("dotted key into a number", ["--set", "train.epochs.x=1"], "train.epochs: is not a table"),
+    ("dotted unknown key", ["--set", "backend.nosuch.x=1"], "unknown config key backend.'nosuch'"),
+    ("missing data folder", ["--data", "folder:/nonexistent/tiles"], "folder not found"),
 ]
 
 
@@ -81,7 +99,29 @@ CASES = [
 def test_bad_option(tmp_path, name, args, fragment):
     result = invoke([*SMOKE, *args, "--out", str(tmp_path / "out")])
     assert_one_line_error(result, fragment)
-    assert not (tmp_path / "out" / "journal.jsonl").exists()
+    assert not (tmp_path / "out").exists()  # refused before, or removed after, creating the folder
+
+
+def test_failed_start_in_an_existing_empty_folder_leaves_it_reusable(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert_one_line_error(invoke([*SMOKE, "--data", "folder:/nonexistent/tiles", "--out", str(out)]),
+                          "folder not found")
+    assert out.is_dir() and not [p for p in out.iterdir() if p.name != ".lock"]
+    assert_one_line_error(invoke([*SMOKE, "--backend", "tpu9000", "--out", str(out)]), "unknown backend")
+    assert not (out / "config.toml").exists()
+
+
+def test_dotted_set_of_a_table_entry(tmp_path):
+    from dalp_moo.config import load_config, parse_override
+
+    cfg = load_config("smoke", overrides=[parse_override("backend.options={latency=\"model\"}"),
+                                          parse_override("backend.options.precision=f16")])
+    assert cfg.backend.options == {"latency": "model", "precision": "f16"}
+    assert cfg.evaluation_hash() != load_config("smoke").evaluation_hash()
+    assert_one_line_error(invoke([*SMOKE, "--backend", "openvino", "--set", "backend.options.precision=f8",
+                                  "--out", str(tmp_path / "o")]), "precision")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -112,6 +152,62 @@ def test_unwritable_output_folder(tmp_path):
 def test_unreachable_scheduler(tmp_path):
     result = invoke([*SMOKE, "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")])
     assert_one_line_error(result, "cannot reach the Dask scheduler")
+    assert not (tmp_path / "o").exists()  # the failed start removed the folder it created
+
+
+@pytest.mark.parametrize("tiles", ["0", "-3"])
+def test_diagnose_tiles_out_of_range(finished_run, tiles):
+    before = snapshot(finished_run)
+    assert_one_line_error(invoke(["diagnose", str(finished_run), "--profile", "ieee", "--tiles", tiles]),
+                          "--tiles")
+    assert snapshot(finished_run) == before
+
+
+def copy_of(finished_run: Path, where: Path) -> Path:
+    folder = where / "R"
+    shutil.copytree(finished_run, folder)
+    return folder
+
+
+def test_force_when_the_old_name_is_taken(tmp_path, finished_run):
+    """Two --force within one second: the second backup name is taken, the next free one is used."""
+    from dalp_moo.results import RunFolder
+
+    folder = copy_of(finished_run, tmp_path)
+    before = snapshot(folder)
+    now = time.time()
+    stamps = {time.strftime("%Y%m%d-%H%M%S", time.localtime(now + dt)) for dt in range(-1, 30)}
+    for stamp in stamps:  # every name a --force of the next 30 s would take first
+        taken = tmp_path / f"R.old-{stamp}"
+        taken.mkdir()
+        (taken / "marker").write_text(stamp)
+    RunFolder.create(folder, tiny_config(search={"population": 2, "generations": 1}), force=True).unlock()
+    for stamp in stamps:
+        assert (tmp_path / f"R.old-{stamp}" / "marker").read_text() == stamp
+    moved = [p for p in tmp_path.glob("R.old-*-2")]
+    assert len(moved) == 1 and snapshot(moved[0]) == before
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "config.toml"]
+
+
+def test_force_never_moves_the_current_directory(tmp_path, finished_run, monkeypatch):
+    folder = copy_of(finished_run, tmp_path)
+    before = snapshot(folder)
+    monkeypatch.chdir(folder)
+    assert_one_line_error(invoke([*SMOKE, "--force", "--out", "."]), "cannot move the current directory")
+    (folder / "weights").mkdir(exist_ok=True)
+    monkeypatch.chdir(folder / "weights")
+    assert_one_line_error(invoke([*SMOKE, "--force", "--out", ".."]), "cannot move the current directory")
+    assert snapshot(folder) == before and not list(tmp_path.glob("R.old-*"))
+
+
+def test_force_never_moves_a_folder_that_holds_no_run(tmp_path):
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"\xff\xd8")
+    assert_one_line_error(invoke([*SMOKE, "--out", str(other)]), "holds no dalp_moo run")
+    assert_one_line_error(invoke([*SMOKE, "--force", "--out", str(other)]), "--force only moves run folders")
+    assert [p.name for p in other.iterdir() if p.name != ".lock"] == ["holiday.jpg"]
+    assert not list(tmp_path.glob("photos.old-*"))
 
 
 def test_existing_run_is_not_overwritten(finished_run):
@@ -121,26 +217,46 @@ def test_existing_run_is_not_overwritten(finished_run):
 
 
 @pytest.mark.parametrize("damage, fragment", [
-    ("journal_middle", "is corrupt"),
-    ("checkpoint", "unreadable"),
-    ("config_changed", "another config"),
+    ("journal_middle", "line 1 is corrupt"),
+    ("journal_array_middle", "line 2 is corrupt (not a JSON object: [])"),
+    ("journal_null_end", "line 3 is corrupt (not a JSON object: null)"),
+    ("journal_record_without_id", "line 1 is corrupt"),
+    ("config_changed", "config.toml was edited after the run started (train.epochs: 1 -> 3)"),
+    ("population_changed", "(search.population: 2 -> 3)"),
+    ("config_changed_old_meta", "another config"),
+    ("config_invalid", "search.population"),
     ("no_config", "no config.toml"),
+    ("meta_corrupt", "meta.json: corrupt"),
 ])
 def test_resume_of_damaged_folder(tmp_path, finished_run, damage, fragment):
-    import shutil
-
     folder = tmp_path / "copy"
     shutil.copytree(finished_run, folder)
+    journal = folder / "journal.jsonl"
+    lines = journal.read_text().splitlines()
     if damage == "journal_middle":
-        lines = (folder / "journal.jsonl").read_text().splitlines()
-        (folder / "journal.jsonl").write_text("\n".join(["{oops", *lines]) + "\n")
-    elif damage == "checkpoint":
-        (folder / "checkpoint.pkl").write_bytes(b"not a pickle")
-    elif damage == "config_changed":
+        journal.write_text("\n".join(["{oops", *lines]) + "\n")
+    elif damage == "journal_array_middle":
+        journal.write_text("\n".join([lines[0], "[]", *lines[1:]]) + "\n")
+    elif damage == "journal_null_end":
+        journal.write_text("\n".join([*lines, "null"]) + "\n")
+    elif damage == "journal_record_without_id":
+        journal.write_text("\n".join(['{"format": 2, "genome": [1]}', *lines]) + "\n")
+    elif damage in ("config_changed", "config_changed_old_meta"):
         cfg = tiny_config(search={"population": 2, "generations": 1}, train={"epochs": 3})
         (folder / "config.toml").write_text(to_toml(cfg))
+        if damage == "config_changed_old_meta":  # a run folder of a version without meta.json "config"
+            meta = json.loads((folder / "meta.json").read_text())
+            del meta["config"], meta["config_hash"]
+            (folder / "meta.json").write_text(json.dumps(meta))
+    elif damage == "population_changed":
+        (folder / "config.toml").write_text(to_toml(tiny_config(search={"population": 3, "generations": 1})))
+    elif damage == "config_invalid":
+        text = (folder / "config.toml").read_text()
+        (folder / "config.toml").write_text(text.replace("population = 2", "population = 1"))
     elif damage == "no_config":
         (folder / "config.toml").unlink()
+    elif damage == "meta_corrupt":
+        (folder / "meta.json").write_text("{not json")
     before = snapshot(folder)
     assert_one_line_error(invoke(["run", "--resume", str(folder), "--no-progress"]), fragment)
     assert snapshot(folder) == before
@@ -150,9 +266,47 @@ def test_resume_missing_folder(tmp_path):
     assert_one_line_error(invoke(["run", "--resume", str(tmp_path / "nope")]), "no config.toml")
 
 
-def test_resume_with_other_options(finished_run):
-    assert_one_line_error(invoke(["run", "--resume", str(finished_run), "--set", "train.epochs=2"]),
+@pytest.mark.parametrize("extra", [["--set", "train.epochs=2"], ["--epochs", "2"], ["--force"],
+                                   ["--out", "elsewhere"], ["--preset", "smoke"]])
+def test_resume_with_other_options(finished_run, extra):
+    before = snapshot(finished_run)
+    assert_one_line_error(invoke(["run", "--resume", str(finished_run), *extra]),
                           "--resume uses the run folder's own config")
+    assert snapshot(finished_run) == before
+
+
+def test_resume_generations_out_of_range(finished_run):
+    before = snapshot(finished_run)
+    assert_one_line_error(invoke(["run", "--resume", str(finished_run), "--generations", "0"]), "search.generations")
+    assert snapshot(finished_run) == before
+
+
+class _Payload:
+    """Unpickling this creates the file ``path``: proof that a pickle was loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.parametrize("where", ["inside", "symlink"])
+def test_checkpoint_pickle_is_never_loaded(tmp_path, finished_run, where):
+    folder = copy_of(finished_run, tmp_path)
+    proof = tmp_path / "pickle-was-loaded"
+    payload = pickle.dumps(_Payload(str(proof)))
+    if where == "inside":
+        (folder / "checkpoint.pkl").write_bytes(payload)
+    else:
+        (tmp_path / "elsewhere.pkl").write_bytes(payload)
+        os.symlink(tmp_path / "elsewhere.pkl", folder / "checkpoint.pkl")
+    journal = (folder / "journal.jsonl").read_bytes()
+    result = invoke(["run", "--resume", str(folder), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert not proof.exists()
+    assert "checkpoint.pkl is ignored" in result.stderr
+    assert (folder / "journal.jsonl").read_bytes() == journal  # replayed: nothing new, nothing twice
 
 
 def test_torn_journal_line_resumes_with_warning(tmp_path, finished_run):

@@ -49,7 +49,7 @@ class Journal:
             try:
                 obj = json.loads(raw)
                 if not isinstance(obj, dict):
-                    raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+                    raise ValueError(f"not a JSON object: {raw.decode(errors='replace').strip()[:40]}")
                 records.append(EvalRecord.from_dict(obj))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 torn = i == len(lines) - 1  # no newline after it: a write cut by a crash

@@ -60,11 +60,11 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 def disk_full_error(exc: BaseException, folder: str | Path) -> RunFolderError | None:
     """A one-line RunFolderError when ``exc`` is a write that failed for lack of space (an
-    OSError with ENOSPC/EDQUOT/EFBIG, or torch's serialisation error when the disk holding
-    ``folder`` has no space left), else None."""
+    OSError with ENOSPC/EDQUOT/EFBIG, or a RuntimeError, e.g. torch's serialisation error,
+    while the disk holding ``folder`` has less than 1 MiB left), else None."""
     full = isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
-    if not full and isinstance(exc, RuntimeError) and "write" in str(exc).lower():
-        try:  # torch.save reports a failed write without errno: look at the disk
+    if not full and isinstance(exc, RuntimeError):
+        try:  # torch.save reports a failed write without errno ("enforce fail ..."): look at the disk
             st = os.statvfs(folder)
             full = st.f_bavail * st.f_frsize < (1 << 20)
         except OSError:
