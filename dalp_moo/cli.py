@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from dalp_moo.backends.accelerator.cli import accel
+from dalp_moo.backends.cli import calibrate
 from dalp_moo.data.cli import data
 from dalp_moo.errors import DalpError
 from dalp_moo.evaluation.record import EvalRecord
@@ -302,6 +303,7 @@ def show(run_dir: str) -> None:
 
 main.add_command(data)
 main.add_command(accel)
+main.add_command(calibrate)
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))

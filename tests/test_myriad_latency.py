@@ -85,7 +85,8 @@ def test_shave_placement_and_shave_side_fusions() -> None:
     assert dw.attrs["reorder_elems"] > 0 and gelu.fused == () and gelu.attrs["trans_elems"] == 16 * 16 * 16
     assert st[8].elem_ops == 4 * 16 * 32 * 32  # bilinear resize: 4 ops per output element
     units = ml.place(trace_graph(Net().eval(), (1, 8, 16, 16)))
-    assert units.count("nce") == 4 and "fused" in units and units.count("shave") == 6  # add, cat, bn, gelu, resize, mean
+    # NCE: two convs, the depthwise conv, the FC; SHAVE: add, cat, bn, gelu, resize, mean
+    assert units.count("nce") == 4 and "fused" in units and units.count("shave") == 6
 
 
 def test_every_op_belongs_to_one_stage_on_a_search_space_candidate() -> None:
@@ -134,7 +135,8 @@ def test_latency_throughput_and_host_quantities_are_explicit() -> None:
     with pytest.raises(BackendError, match="unknown latency quantity"):
         ml.predict_table(t, p, "fps")
     g = trace_graph(nn.Conv2d(3, 8, 3), (1, 3, 32, 32))
-    rep = {m: MyriadXLatencyModel(MyriadXParams(mode=m, period_ratio=1.6)).predict(g) for m in ("latency", "throughput")}
+    rep = {m: MyriadXLatencyModel(MyriadXParams(mode=m, period_ratio=1.6)).predict(g)
+           for m in ("latency", "throughput")}
     assert rep["throughput"].latency_ms == pytest.approx(rep["latency"].latency_ms / 1.6)
     assert rep["throughput"].energy_mj == rep["latency"].energy_mj  # energy of one inference either way
     assert MyriadXLatencyModel(MyriadXParams(mode="throughput")).quantity == "period"

@@ -46,9 +46,9 @@ Progress = Callable[[int, int, str, bool], None]
 class HostCalibrationConfig:
     """What :func:`calibrate_host` measures and fits (counts of networks; times in ms where named)."""
 
-    n_fit_zoo: int = 12            #: random zoo U-Nets to fit on
-    n_fit_space: int = 28          #: search-space candidates to fit on
-    n_val: int = 16                #: held-out search-space candidates (never fitted on)
+    n_fit_zoo: int = 10            #: random zoo U-Nets to fit on
+    n_fit_space: int = 22          #: search-space candidates to fit on
+    n_val: int = 12                #: held-out search-space candidates (never fitted on)
     sizes: tuple[int, ...] = (64, 128)  #: tile sizes (pixels), drawn per network
     in_channels: int = 4           #: input bands of the networks
     threads: int = 1               #: OpenVINO inference threads
@@ -71,8 +71,8 @@ class HostCalibrationConfig:
                 raise ConfigError(f"calibrate host: {k} must be an integer >= 1, got {getattr(self, k)!r}")
         if self.n_fit_zoo + self.n_fit_space < 2 or self.n_val < 2:
             raise ConfigError("calibrate host: need at least 2 fit networks and 2 held-out networks")
-        if not self.sizes or any(not isinstance(s, int) or s < 16 or s % 16 for s in self.sizes):
-            raise ConfigError(f"calibrate host: sizes must be multiples of 16 >= 16, got {self.sizes!r}")
+        if not self.sizes or any(not isinstance(s, int) or s < 32 or s % 32 for s in self.sizes):
+            raise ConfigError(f"calibrate host: sizes must be multiples of 32 (five 2x2 poolings), got {self.sizes!r}")
         if self.clock not in ("cpu", "wall"):
             raise ConfigError(f"calibrate host: clock must be 'cpu' or 'wall', got {self.clock!r}")
         if self.clock == "cpu" and self.threads != 1:

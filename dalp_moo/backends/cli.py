@@ -23,9 +23,9 @@ def calibrate() -> None:
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="Where measurements are kept between runs (default ~/.cache/dalp_moo/calibrate); "
                    "an interrupted calibration resumes from there.")
-@click.option("--n-fit-zoo", type=int, default=12, show_default=True, help="Random zoo U-Nets to fit on.")
-@click.option("--n-fit-space", type=int, default=28, show_default=True, help="Search-space candidates to fit on.")
-@click.option("--n-val", type=int, default=16, show_default=True, help="Held-out search-space candidates.")
+@click.option("--n-fit-zoo", type=int, default=10, show_default=True, help="Random zoo U-Nets to fit on.")
+@click.option("--n-fit-space", type=int, default=22, show_default=True, help="Search-space candidates to fit on.")
+@click.option("--n-val", type=int, default=12, show_default=True, help="Held-out search-space candidates.")
 @click.option("--sizes", default="64,128", show_default=True, help="Tile sizes (pixels), drawn per network.")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed inferences per network and pass.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed inferences before timing.")

@@ -26,6 +26,7 @@ the inference precision in use), which is also what :meth:`estimate_latency_ms` 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -160,11 +161,34 @@ def effective_precision(device: str, precision: str) -> str:
     return compiled_precision(core().compile_model(probe, device.split(".")[0], cfg))
 
 
+def _plugin_name(device: str) -> str:
+    """'CPU' for 'CPU', 'CPU.0'; 'MULTI' for 'MULTI:CPU,GPU'."""
+    return device.split(":")[0].split(".")[0]
+
+
 def _supported(device: str) -> set[str]:
+    """Properties the device's plugin accepts (``SUPPORTED_PROPERTIES``).
+
+    OpenVINO raises ``RuntimeError`` for a device it cannot query; that is a
+    :class:`BackendError` (one line) rather than a silent empty set, which would drop the
+    threads / precision / profiling options without a word.
+    """
+    name = _plugin_name(device)
     try:
-        return set(core().get_property(device.split(".")[0], "SUPPORTED_PROPERTIES"))
-    except Exception:
-        return set()
+        return set(core().get_property(name, "SUPPORTED_PROPERTIES"))
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+        raise BackendError(f"OpenVINO device {device!r}: cannot read its supported properties ({detail})") from exc
+
+
+_WARNED_OPTIONS: set[tuple[str, str]] = set()
+
+
+def _not_applied(device: str, option: str, why: str) -> None:
+    if (device, option) not in _WARNED_OPTIONS:
+        _WARNED_OPTIONS.add((device, option))
+        logger.warning("OpenVINO device %s does not accept %s: %s", device, option, why)
 
 
 def compile_config(device: str, threads: int | None, throughput: bool = False,
@@ -183,9 +207,13 @@ def compile_config(device: str, threads: int | None, throughput: bool = False,
         cfg["NUM_STREAMS"] = int(streams)
     if threads and "INFERENCE_NUM_THREADS" in sup:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    elif threads and not legacy:
+        _not_applied(device, "INFERENCE_NUM_THREADS", f"threads={threads} is not applied (plugin default)")
     hint = PRECISIONS.get(precision)
     if hint is not None and "INFERENCE_PRECISION_HINT" in sup:
         cfg["INFERENCE_PRECISION_HINT"] = hint
+    elif hint is not None and not legacy:
+        _not_applied(device, "INFERENCE_PRECISION_HINT", f"precision={precision!r} is not applied (plugin default)")
     return cfg
 
 
@@ -470,6 +498,21 @@ class OpenVINOBackend(Backend):
                 precision=effective_precision(self.device, self.precision))
         return self._host_model
 
+    def host_calibration(self) -> dict[str, str]:
+        """Which host-latency calibration this backend uses: file and the CPU it was fitted on
+        (this CPU model's when there is one; see :func:`~dalp_moo.backends.host_model.calibration_path`)."""
+        from dalp_moo.backends.host_model import calibration_path, host_id
+
+        path = calibration_path(self.threads, self.device.split(".")[0],
+                                effective_precision(self.device, self.precision))
+        if not path.exists():
+            return {"file": "none", "fitted_on": "", "this_cpu": host_id()}
+        try:
+            fitted_on = str(json.loads(path.read_text()).get("meta", {}).get("host", ""))
+        except ValueError:
+            fitted_on = "unreadable"
+        return {"file": str(path), "fitted_on": fitted_on, "this_cpu": host_id()}
+
     def info(self) -> BackendInfo:
         props = device_properties(self.device)
         default = props.get("INFERENCE_PRECISION_HINT")
@@ -484,6 +527,7 @@ class OpenVINOBackend(Backend):
         }
         if default is not None:  # the hint the backend compiles with, not the plugin's default
             details["INFERENCE_PRECISION_HINT"] = used
+        details["host_latency_calibration"] = self.host_calibration()
         return BackendInfo(self.name, self.version, device=props.get("FULL_DEVICE_NAME", self.device),
                            emulated=False, details=details)
 
