@@ -93,6 +93,16 @@ def _section(cfg: Any, name: str, default: type) -> Any:
     return value if isinstance(value, default) else default()
 
 
+def accelerator_config(cfg: Any) -> AcceleratorConfig:
+    """The ``[accelerator]`` section; without its own ``cache_dir``, the cost model caches in
+    ``<data.cache_dir>/accelerator`` (inside the run folder by default)."""
+    acc_cfg: AcceleratorConfig = _section(cfg, "accelerator", AcceleratorConfig)
+    data_cfg: ClassificationDataConfig = _section(cfg, "data", ClassificationDataConfig)
+    if not acc_cfg.cache_dir and data_cfg.cache_dir:
+        acc_cfg = dataclasses.replace(acc_cfg, cache_dir=str(Path(data_cfg.cache_dir).expanduser() / "accelerator"))
+    return acc_cfg
+
+
 def _opt(v: float | None, digits: int = 6) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), digits)
 
@@ -195,14 +205,12 @@ class EarlyExitEvaluator:
         self.space_cfg: EarlyExitSpaceConfig = _section(cfg, "space", EarlyExitSpaceConfig)
         self.data_cfg: ClassificationDataConfig = _section(cfg, "data", ClassificationDataConfig)
         self.train_cfg: EarlyExitTrainConfig = _section(cfg, "train", EarlyExitTrainConfig)
-        acc_cfg: AcceleratorConfig = _section(cfg, "accelerator", AcceleratorConfig)
+        acc_cfg = accelerator_config(cfg)
         self.space = EarlyExitSpace(self.space_cfg)
         self.data = open_classification(self.data_cfg)
         seed = int(getattr(getattr(cfg, "search", None), "seed", 0))
         self.bank = ExitBank(self.data, self.train_cfg, width=self.space_cfg.width, seed=seed,
                              augment=self.data_cfg.augment, cache_dir=self.data_cfg.cache_dir)
-        if not acc_cfg.cache_dir and self.bank.root is not None:
-            acc_cfg = dataclasses.replace(acc_cfg, cache_dir=str(self.bank.root / "accelerator"))
         self.cost = CostModel(acc_cfg, self.data.num_classes, self.data.in_channels, self.space_cfg.width)
         try:
             self.config_hash = cfg.evaluation_hash()
@@ -278,7 +286,7 @@ class EarlyExitApplication(Application):
         """Fixed per config: accuracy 0; ET_avg 1.5 x ET_base of the static network with a linear
         head at the space's widest precisions (modelled); exit overhead 1 (ET_K = 2 x ET_base)."""
         space_cfg = _section(cfg, "space", EarlyExitSpaceConfig)
-        acc_cfg = _section(cfg, "accelerator", AcceleratorConfig)
+        acc_cfg = accelerator_config(cfg)
         bits = max(space_cfg.backbone_choices)
         ebits = max(space_cfg.exit_choices)
         data = open_classification(_section(cfg, "data", ClassificationDataConfig))

@@ -84,7 +84,8 @@ def test_tiny_search_end_to_end(tmp_path):
         "search": {"population": 4, "generations": 2},
         "space": {"width": 0.25, "backbone_bits": "32", "exit_bits": "32", "max_exits": 4},
         "data": {"n_samples": 60},
-        "train": {"epochs": 1, "qat_epochs": 0, "head_epochs": 1, "threads": 1, "batch_size": 16},
+        "train": {"epochs": 1, "qat_epochs": 0, "head_epochs": 1, "threads": 1, "batch_size": 16,
+                  "joint_finetune": True, "joint_epochs": 1, "joint_candidates": 1},
         "accelerator": {"allocation": "greedy", "cache_dir": str(tmp_path / "accel")},
     }])
     outcome = run_search(cfg, tmp_path / "run")
@@ -109,3 +110,8 @@ def test_tiny_search_end_to_end(tmp_path):
     assert {"accuracy", "et_avg", "reduction", "exits"} <= set(table.columns)
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert "modelled" in json.dumps(meta["backend"])
+    # end-of-run hook: joint fine-tuning of the best front candidate, re-measured
+    tuned = json.loads((tmp_path / "run" / "finetuned.json").read_text())["candidates"]
+    assert len(tuned) == 1 and tuned[0]["arch_id"] in {r.arch_id for r in outcome.front}
+    assert 0 <= tuned[0]["after"]["accuracy"] <= 1 and sum(tuned[0]["after"]["exit_fractions"]) == pytest.approx(1.0)
+    assert outcome.summary["joint_finetune"]["candidates"] == 1
