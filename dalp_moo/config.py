@@ -133,12 +133,12 @@ class TrainConfig:
     threads: int = nohash(0)  #: torch CPU threads per evaluation (0 = torch default)
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
     max_memory_mb: int = 0  #: per-evaluation memory budget in MB (0 = none; also the Dask worker limit)
-    #: 'balanced' (focal + Dice loss, vessel-tile sampling, lr schedule) or 'paper' (focal loss,
-    #: constant lr, shuffled tiles); see dalp_moo.training.trainer
+    #: 'balanced' (focal + Dice loss, output-bias prior; optional vessel-tile sampling and lr
+    #: schedule) or 'paper' (focal loss only); see dalp_moo.training.trainer
     recipe: str = "balanced"
     dice_weight: float = 1.0  #: balanced: weight of the vessel-class soft Dice loss
     vessel_tiles: float = 0.0  #: balanced: share of sampled tiles holding vessels (0 = shuffled order)
-    schedule: str = "cosine"  #: balanced: lr schedule, 'cosine' (5 % warm-up) or 'constant'
+    schedule: str = "constant"  #: balanced: lr schedule, 'constant' or 'cosine' (5 % warm-up)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
