@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from dalp_moo.data.cli import data
 from dalp_moo.errors import DalpError
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import configure
+from dalp_moo.results.cli import COMMANDS as results_commands
 
 
 def _debug_requested(ctx: click.Context) -> bool:
@@ -132,39 +132,6 @@ def _algorithms() -> Iterable[str]:
     return ALGORITHMS
 
 
-class TqdmProgress:
-    """Progress bar per generation (evaluations) with a one-line result per candidate."""
-
-    def __init__(self, objectives: tuple = ()) -> None:
-        self.bar: Any = None
-        self.generation = 0
-        self.objectives = objectives
-
-    def batch_start(self, n_new: int, n_cached: int) -> None:
-        from tqdm import tqdm
-
-        self.generation += 1
-        cached = f" ({n_cached} cached)" if n_cached else ""
-        self.bar = tqdm(total=n_new + n_cached, desc=f"gen {self.generation}{cached}", unit="eval",
-                        dynamic_ncols=True, leave=True, file=sys.stderr)
-
-    def evaluated(self, record: EvalRecord, cached: bool) -> None:
-        if self.bar is None:
-            return
-        if not cached:
-            if record.ok:
-                shown = " ".join(o.format(record.metrics.get(o.key)) for o in self.objectives)
-                self.bar.set_postfix_str(f"{record.arch_id} {shown}")
-            else:
-                self.bar.write(f"  {record.arch_id} {record.status}: {record.reason}", file=sys.stderr)
-        self.bar.update(1)
-
-    def batch_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str, Any]]:
     from dalp_moo.config import parse_override
 
@@ -217,10 +184,11 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 @click.option("--force", is_flag=True, help="Start anew in --out even if it holds a run (old folder is renamed).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (the progress bar stays).")
 @click.pass_context
 def run(ctx: click.Context, problem: str | None, preset: str | None, config_path: str | None,
         sets: tuple[str, ...], out: str | None, resume_dir: str | None, force: bool, debug: bool, progress: bool,
-        **options: Any) -> None:
+        quiet: bool, **options: Any) -> None:
     """Run a search (NSGA-II by default) and write the run folder."""
     from dalp_moo.config import load_config
     from dalp_moo.search import run_search
@@ -228,7 +196,8 @@ def run(ctx: click.Context, problem: str | None, preset: str | None, config_path
     if debug:
         ctx.obj["debug"] = True
         configure(logging.DEBUG)
-    os.environ.setdefault("MPLBACKEND", "Agg")  # the run writes plots to files
+    elif quiet:
+        configure(logging.WARNING)
     overrides = _overrides(options, sets)
     if resume_dir:
         others = [name for name, value in options.items() if value is not None and name != "generations"]
@@ -239,19 +208,32 @@ def run(ctx: click.Context, problem: str | None, preset: str | None, config_path
 
         saved = RunFolder.open(resume_dir).config()
         objectives = tuple(saved.application.objectives(saved))
-        outcome = run_search(None, resume_dir, resume=True, generations=options.get("generations"),
-                             progress=TqdmProgress(objectives) if progress else None)
+        with _progress_bar(progress, objectives, saved, options.get("generations")) as bar:
+            outcome = run_search(None, resume_dir, resume=True, generations=options.get("generations"), progress=bar)
     else:
         cfg = load_config(preset, config_path, overrides, problem=problem)
         objectives = tuple(cfg.application.objectives(cfg))
         out = out or str(Path("runs") / f"{cfg.preset or cfg.problem}-{time.strftime('%Y%m%d-%H%M%S')}")
-        outcome = run_search(cfg, out, force=force, progress=TqdmProgress(objectives) if progress else None)
+        with _progress_bar(progress, objectives, cfg) as bar:
+            outcome = run_search(cfg, out, force=force, progress=bar)
     s = outcome.summary
     click.echo(f"run folder: {outcome.folder.path}")
     click.echo(f"evaluations: {s['evaluations']} ({s['unique_architectures']} architectures, {s['failed']} failed)")
     click.echo(f"Pareto front: {s['front_size']} candidates; hypervolume {s['hypervolume']:.4f}")
     click.echo(_best_line(s, objectives))
     click.echo(f"time: {s['elapsed_s']:.0f} s")
+
+
+def _progress_bar(enabled: bool, objectives: tuple, cfg: Any, generations: int | None = None) -> Any:
+    """The run's progress bar (one over all generations; closed at the end), or a null context."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from dalp_moo.results.console import TqdmProgress as Bar
+
+    n_gen = generations or cfg.search.generations
+    return Bar(objectives, total=cfg.search.population * n_gen, generations=n_gen)
 
 
 def _best_line(summary: dict[str, Any], objectives: tuple) -> str:
@@ -286,22 +268,9 @@ def backends() -> None:
         click.echo(f"{name:10s} v{version:4s} {kind:8s} {info.device}")
 
 
-@main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def show(run_dir: str) -> None:
-    """Print the summary and Pareto front of a run folder."""
-    from dalp_moo.results import RunFolder, summarise
-
-    folder = RunFolder.open(run_dir)
-    scoring = folder.scoring()
-    front, summary = summarise(folder.records(), scoring)
-    summary.pop("elapsed_s")
-    click.echo(json.dumps(summary, indent=2))
-    columns = ["arch_id", *dict.fromkeys(o.key for o in scoring.objectives), "description"]
-    click.echo(folder.table(front)[columns].to_string(index=False))
-
-
 main.add_command(data)
+for _command in results_commands:
+    main.add_command(_command)
 main.add_command(accel)
 main.add_command(calibrate)
 

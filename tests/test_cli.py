@@ -56,7 +56,7 @@ def test_smoke_run_and_show(tmp_path):
                      "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "best on-device mIoU (emulated)" in result.stdout
-    shown = CliRunner().invoke(main, ["show", str(out)])
+    shown = CliRunner().invoke(main, ["show", str(out), "--json"])
     assert shown.exit_code == 0 and "front_size" in shown.output
     assert "hypervolume_reference" in shown.output
     stored = CliRunner().invoke(main, ["diagnose", str(out), "--json"])

@@ -139,7 +139,7 @@ def test_format1_run_folder_loads_and_shows(caplog):
     assert "has moved to constraints.param_cap" in caplog.text
     table = folder.table(folder.records())
     assert len(table) == 8 and table["deployed_miou"].notna().all()
-    shown = CliRunner().invoke(main, ["show", str(FORMAT1)])
+    shown = CliRunner().invoke(main, ["show", str(FORMAT1), "--json"])
     assert shown.exit_code == 0, shown.output
     assert '"front_size": 3' in shown.output
 

@@ -58,29 +58,13 @@ def hypervolume(front: Sequence[EvalRecord], objectives: Sequence[Objective],
 
 
 def plot_front(records: Sequence[EvalRecord], front: Sequence[EvalRecord], objectives: Sequence[Objective],
-               path: str | Path, title: str = "") -> None:
-    """Scatter of all evaluations, the first objective against each other one, front
-    highlighted; figures from emulated backends are labelled so. Uses matplotlib's current
-    backend (the CLI selects a non-interactive one)."""
-    import matplotlib.pyplot as plt
+               path: str | Path, title: str = "", constraints: Sequence[Constraint] = ()) -> Path:
+    """Pairwise projections of all evaluations with the front marked (points not joined;
+    dominated, non-dominated and infeasible candidates distinguished; colour = generation), as
+    PNG/SVG/PDF by the suffix of ``path``; see :func:`dalp_moo.results.plots.front_figure`.
+    matplotlib's object-oriented API: no pyplot state, no backend switch."""
+    from dalp_moo.results.plots import front_figure, save
+    from dalp_moo.results.summary import Scoring
 
-    first, others = objectives[0], list(objectives[1:]) or [objectives[0]]
-    ok = [r for r in records if r.ok and r.metrics.get(first.key) is not None]
-    fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.2), squeeze=False)
-    front_ids = {r.arch_id for r in front}
-    emulated = any(r.emulated for r in ok)
-    for ax, obj in zip(axes[0], others, strict=True):
-        rest = [r for r in ok if r.arch_id not in front_ids]
-        ax.scatter([r.metrics.get(obj.key) for r in rest], [r.metrics.get(first.key) for r in rest],
-                   s=18, c="0.6", label="evaluated")
-        pts = sorted((r.metrics.get(obj.key), r.metrics.get(first.key)) for r in front)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", c="tab:red", ms=5, lw=1,
-                label=f"Pareto front ({len(objectives)} objectives)")
-        ax.set_xlabel(f"{obj.name} ({obj.unit})")
-        ax.set_ylabel(first.name + (" (emulated)" if emulated else ""))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="best", fontsize=8)
-    fig.suptitle(title or "dalp_moo search")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    scoring = Scoring(tuple(objectives), tuple(constraints), {})
+    return save(front_figure(records, front, scoring, title=title), path)

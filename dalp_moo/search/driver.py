@@ -33,7 +33,9 @@ from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.evaluation.service import EvaluationService, Executor, Progress, SerialExecutor
 from dalp_moo.log import logger
 from dalp_moo.problem import ApplicationProblem
-from dalp_moo.results.pareto import plot_front
+from dalp_moo.results.checks import warnings_of
+from dalp_moo.results.history import write_history
+from dalp_moo.results.plots import write_front_plot
 from dalp_moo.results.run_folder import RunFolder, disk_full_error
 from dalp_moo.results.summary import Scoring, summarise
 from dalp_moo.search.algorithms import make_algorithm
@@ -95,8 +97,9 @@ def _finish(folder: RunFolder, cfg: RunConfig, scoring: Scoring, elapsed_s: floa
     front, summary = summarise(records, scoring, elapsed_s)
     summary.update(cfg.application.on_finish(folder.path, cfg, front))
     folder.write_tables(records, front)
-    plot_front(records, front, scoring.objectives, folder.plot_path,
-               title=f"{cfg.problem}: {cfg.search.algorithm}, backend {cfg.backend.name}")
+    write_history(folder, records, scoring, cfg.search.population, cfg.search.generations)
+    write_front_plot(folder, cfg, records, front, scoring)
+    summary["warnings"] = warnings_of(records, log=True)
     folder.write_summary(summary)
     return SearchOutcome(folder, records, front, summary)
 
@@ -397,6 +400,7 @@ def _search(folder: RunFolder, start: _Start, t_start: float) -> SearchOutcome:
             folder.save_progress({"generations_done": algorithm.n_iter - 1, "generations": cfg.search.generations,
                                   "evaluations": summary["evaluations"], "elapsed_s": elapsed,
                                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_history(folder, folder.records(), scoring, cfg.search.population, algorithm.n_iter - 1)
             best = summary[f"best_{first.key}"]
             logger.info("generation %d/%d: %d evaluations so far (%d failed), front %d, best %s %s, HV %.4f",
                         algorithm.n_gen - 1 if algorithm.n_gen else 0, cfg.search.generations,
