@@ -1,5 +1,5 @@
 """Search: pymoo operators for integer genomes (taking the application's space), algorithms
-(NSGA-II, random baseline) and the checkpointing driver."""
+(NSGA-II, random baseline) and the driver (run folder lock, resume by replaying the journal)."""
 
 from dalp_moo.search.algorithms import FACTORIES, RandomSearch, make_algorithm
 from dalp_moo.search.driver import SearchOutcome, run_search
