@@ -72,9 +72,13 @@ QUICK = {"search": {"population": 6, "generations": 2},
          "train": {"epochs": 1, "qat_epochs": 1, "head_epochs": 2}}
 
 
+CACHE: dict[str, Path] = {}
+
+
 def _config(source: str, work: Path, quick: bool, seed: int, extra: dict | None = None) -> Any:
+    cache = CACHE.get("dir", work / "cache")
     overrides: list[dict] = [{"space": {"backbone_bits": "8", "exit_bits": "8"},
-                              "data": {"source": source, "cache_dir": str(work / "cache")},
+                              "data": {"source": source, "cache_dir": str(cache)},
                               "search": {"seed": seed}}]
     if quick:
         overrides.append(QUICK)
@@ -216,11 +220,15 @@ def main() -> None:
     parser.add_argument("--work", default="", help="work folder (caches, run folders); default: a temporary folder")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="", help="trained-model cache to reuse (e.g. the ee_cache folder of a "
+                        "default-preset run: same data, widths and training settings give the same models)")
     parser.add_argument("--skip-digits", action="store_true")
     args = parser.parse_args()
     configure()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="early_exit_edp-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.cache:
+        CACHE["dir"] = Path(args.cache).resolve()
     t_start = time.perf_counter()
     result: dict[str, Any] = {
         "benchmark": "early_exit_edp",
@@ -231,6 +239,7 @@ def main() -> None:
         "selection": "calibration split (<= 1 point below the static network), reported on the test split",
         "static_network": "8-bit backbone + one-layer (linear) final classifier at 8 bit",
         "target_reduction": 0.60,
+        "reused_cache": str(CACHE.get("dir", "")) or None,
     }
     datasets = [("chips", "chips")]
     if not args.skip_digits:

@@ -65,7 +65,7 @@ from dalp_moo.precision import PROFILES, quant
 from dalp_moo.training.trainer import torch_threads
 
 #: version of the training recipe: enters every cache key (bump when training changes)
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 FINAL_POSITION = len(EXIT_LETTERS) - 1
 JOINT_WEIGHTS = ("uniform", "linear")
 
@@ -281,12 +281,16 @@ def _inference_module(module: nn.Module, bits: int, profile: str, example: torch
 
 
 @torch.no_grad()
-def _run_batched(module: nn.Module, x: np.ndarray | torch.Tensor, batch: int) -> list[torch.Tensor]:
+def _run_batched(module: nn.Module, x: np.ndarray | torch.Tensor, batch: int,
+                 channels_last: bool = False) -> list[torch.Tensor]:
     outs: list[list[torch.Tensor]] = []
     t = torch.as_tensor(x)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
     for start in range(0, t.shape[0], batch):
-        y = module(t[start:start + batch].float())
-        outs.append(list(y) if isinstance(y, (list, tuple)) else [y])
+        xb = t[start:start + batch].float()
+        y = module(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+        outs.append([v.contiguous() for v in y] if isinstance(y, (list, tuple)) else [y.contiguous()])
     return [torch.cat(parts) for parts in zip(*outs, strict=True)]
 
 
@@ -434,6 +438,7 @@ class ExitBank:
         steps = epochs * max(1, len(train) // c.batch_size if len(train) > c.batch_size else 1)
         sched = _cosine(opt, steps)
         weights = list(loss_weights) if loss_weights is not None else [1.0] * len(net.heads)
+        net.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPUs
         with torch_threads(c.threads):
             for epoch in range(epochs):
                 net.train()
@@ -442,7 +447,8 @@ class ExitBank:
                     xb = x_all[idx]
                     if self.augment:
                         xb = augment(xb, rng, self.data.flip)
-                    xb, yb = xb.to(self.device), y_all[idx].to(self.device)
+                    xb = xb.to(self.device).contiguous(memory_format=torch.channels_last)
+                    yb = y_all[idx].to(self.device)
                     logits = net(xb)
                     loss = sum(w * F.cross_entropy(z, yb) for w, z in zip(weights, logits, strict=True))
                     _finite_loss(loss, what)
@@ -490,7 +496,8 @@ class ExitBank:
         out = {}
         with torch_threads(self.cfg.threads):
             for s in ("train", "calib", "test"):
-                feats = _run_batched(module, self.data.split(s).x, self.cfg.eval_batch_size)
+                feats = _run_batched(module, self.data.split(s).x, self.cfg.eval_batch_size,
+                                     channels_last=bits != 16)
                 out[s] = torch.cat(feats, dim=1).numpy().astype(np.float32)
         logger.info("pooled features of the %d-bit backbone extracted", bits)
         return out
@@ -605,7 +612,7 @@ def network_outputs(net: EarlyExitNetwork, backbone_bits: int, exit_bits: int, x
     at its precision (16 bit: FP16 deployed copies under ``profile``)."""
     example = torch.from_numpy(np.ascontiguousarray(x[:2]))
     feats_mod = _inference_module(PooledFeatures(net.backbone), backbone_bits, profile, example)
-    feats = _run_batched(feats_mod, x, batch)
+    feats = _run_batched(feats_mod, x, batch, channels_last=backbone_bits != 16)
     outs = []
     for p, head in zip(net.positions, net.heads, strict=True):
         clf = _inference_module(head.classifier, exit_bits, profile, feats[p][:2])
