@@ -76,3 +76,24 @@ def test_train_config_errors():
         EarlyExitTrainConfig(profile="fp8")
     with pytest.raises(ConfigError, match="train.head_epochs"):
         EarlyExitTrainConfig(head_epochs=0)
+
+
+def test_concurrent_banks_train_each_item_once(data, tmp_path):
+    """Two banks on one cache folder asking for the same head at once (as two Dask workers
+    would): the file lock makes one train it and the other load it."""
+    import threading
+
+    cfg = EarlyExitTrainConfig(epochs=1, qat_epochs=0, head_epochs=1, batch_size=16, threads=1)
+    banks = [ExitBank(data, cfg, width=0.25, cache_dir=tmp_path) for _ in range(2)]
+    results: list = [None, None]
+
+    def work(i: int) -> None:
+        results[i] = banks[i].head(32, 32, 6, "linear")["test"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(b.log.backbones for b in banks) == 1 and sum(b.log.heads for b in banks) == 1
+    assert np.array_equal(results[0], results[1])

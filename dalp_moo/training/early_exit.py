@@ -160,6 +160,13 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+    atomic_write(path, write)
+
+
 def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -480,7 +487,7 @@ class ExitBank:
                 flat = self._extract(bits)
                 for s, arr in flat.items():
                     if paths[s] is not None:
-                        atomic_write(paths[s], lambda tmp, a=arr: np.save(open(tmp, "wb"), a))
+                        _save_npy(paths[s], arr)
                 self.log.add("features", key, time.perf_counter() - t0, bits=bits)
         offsets = np.cumsum([0] + sizes)
         out = {s: [a[:, offsets[i]:offsets[i + 1]] for i in range(len(sizes))] for s, a in flat.items()}
