@@ -27,3 +27,14 @@ def tiny_config(**sections: dict) -> RunConfig:
 @pytest.fixture
 def tiny_cfg() -> RunConfig:
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def results_run(tmp_path_factory):
+    """One real tiny search (analytic backend, 3 x 2 generations, dalp regime: all three mIoUs
+    recorded), run once per test session for the results commands, the notebook and export."""
+    from dalp_moo.search import run_search
+
+    out = tmp_path_factory.mktemp("results") / "smoke"
+    run_search(tiny_config(search={"population": 3, "generations": 2}, train={"regime": "dalp"}), out)
+    return out

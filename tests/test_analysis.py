@@ -1,6 +1,3 @@
-import json
-from pathlib import Path
-
 import matplotlib
 import pytest
 
@@ -34,12 +31,3 @@ def test_compare_runs_common_reference(two_runs):
     # same config and backend: the runs' fixed reference points agree, so both hypervolumes agree
     assert table.hypervolume.tolist() == pytest.approx(table.hypervolume_common_reference.tolist())
 
-
-def test_notebook_code_runs(two_runs, monkeypatch):
-    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "analyse_front.ipynb").read_text())
-    monkeypatch.setenv("DALP_RUN", str(two_runs[0]))
-    namespace: dict = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)  # noqa: S102
-    assert "df" in namespace and len(namespace["df"]) == 3

@@ -10,8 +10,10 @@ done but do not shorten the estimate). While the bar is open, the library's log 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from dalp_moo.evaluation.record import EvalRecord
@@ -24,6 +26,41 @@ def _clock(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class _BarHandler(logging.Handler):
+    """Writes what ``inner`` (a stream handler) would write, through ``tqdm.write`` on the same
+    stream: the bar is cleared, the line printed, the bar redrawn below it."""
+
+    def __init__(self, inner: logging.StreamHandler, tqdm_class: Any) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self.tqdm_class = tqdm_class
+        self.setFormatter(inner.formatter)
+        for f in inner.filters:
+            self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.tqdm_class.write(self.format(record), file=self.inner.stream)
+        except Exception:  # never let logging break the search
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def log_through_tqdm(tqdm_class: Any) -> Iterator[None]:
+    """While open, the library logger's stream handlers write through ``tqdm.write`` (log
+    lines appear above progress bars instead of breaking them); restored afterwards."""
+    originals = list(logger.handlers)
+    swapped = [_BarHandler(h, tqdm_class) if type(h) is logging.StreamHandler else h for h in originals]
+    for h, new in zip(originals, swapped, strict=True):
+        if new is not h and getattr(h, "_dalp_cli", False):
+            new._dalp_cli = True  # type: ignore[attr-defined]
+    logger.handlers = swapped
+    try:
+        yield
+    finally:
+        logger.handlers = [h.inner if isinstance(h, _BarHandler) and h in swapped else h for h in logger.handlers]
 
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
@@ -55,14 +92,13 @@ class TqdmProgress:
     # -- the Progress protocol ----------------------------------------------------------------
     def batch_start(self, n_new: int, n_cached: int) -> None:
         from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.generation += 1
         if self.bar is None:
             self.bar = tqdm(total=self.total or n_new + n_cached, unit="eval", dynamic_ncols=True, leave=True,
                             file=self.file, bar_format=BAR_FORMAT)
             self._redirect = contextlib.ExitStack()
-            self._redirect.enter_context(logging_redirect_tqdm(loggers=[logger]))
+            self._redirect.enter_context(log_through_tqdm(tqdm))
         elif self.total is None:  # no expected total: grow it batch by batch
             self.bar.total = (self.bar.total or 0) + n_new + n_cached
         of = f"/{self.generations}" if self.generations else ""
