@@ -112,6 +112,23 @@ def test_failed_start_in_an_existing_empty_folder_leaves_it_reusable(tmp_path):
     assert not (out / "config.toml").exists()
 
 
+def test_folder_left_by_an_older_failed_start_is_reused(tmp_path):
+    """A folder holding only config.toml and meta.json (a start that failed before its first
+    evaluation, as older versions left it) holds no run: a new run uses it without --force."""
+    from dalp_moo.results import RunFolder
+
+    out = tmp_path / "left"
+    out.mkdir()
+    (out / "config.toml").write_text("stale")
+    (out / "meta.json").write_text("{}")
+    (out / "progress.json").write_text("{}")
+    cfg = tiny_config(search={"population": 2, "generations": 1})
+    folder = RunFolder.create(out, cfg)
+    folder.unlock()
+    assert folder.config() == cfg and not (out / "progress.json").exists()
+    assert not list(tmp_path.glob("left.old-*"))
+
+
 def test_dotted_set_of_a_table_entry(tmp_path):
     from dalp_moo.config import load_config, parse_override
 

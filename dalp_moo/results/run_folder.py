@@ -155,6 +155,8 @@ class RunFolder:
             held = folder._holds()
             if held != "nothing":
                 folder._move_aside(held, force)
+            elif folder.progress_path.exists():  # left by an earlier start: not this run's
+                folder.progress_path.unlink()
             probe = p / ".write-test"
             probe.write_text("ok")
             probe.unlink()

@@ -261,8 +261,9 @@ def _start(folder: RunFolder, cfg: RunConfig | None, resume: bool, generations: 
         cfg, changes = _resume_config(folder, cfg, generations)
     assert cfg is not None
     as_started = cfg
-    if "data" in cfg.sections and getattr(cfg.data, "cache_dir", ""):  # relative: inside the run folder
-        cfg = cfg.replace("data", cache_dir=str(resolve_write_path(cfg.data.cache_dir, folder.path)))
+    data_cache = getattr(cfg.sections.get("data"), "cache_dir", "")
+    if data_cache:  # relative: inside the run folder
+        cfg = cfg.replace("data", cache_dir=str(resolve_write_path(data_cache, folder.path)))
     app = cfg.application
     evaluator = get_evaluator(cfg)
     shared = None
