@@ -4,12 +4,20 @@ default preset's data size, and a memory-budget death named as such."""
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from dalp_moo.config import load_config
-from dalp_moo.evaluation.dask_executor import NANNY_VARIABLES, DaskExecutor, worker_environ, worker_state
+from dalp_moo.evaluation.dask_executor import (
+    NANNY_VARIABLES,
+    DaskExecutor,
+    worker_environ,
+    worker_state,
+)
 from dalp_moo.evaluation.evaluator import evaluate_task
 from dalp_moo.space import SearchSpace
 from problems.vessel_segmentation import OBJECTIVES
@@ -25,6 +33,35 @@ def test_worker_environ_drops_the_malloc_trim_threshold() -> None:
     env = worker_environ(3)
     assert env["MALLOC_TRIM_THRESHOLD_"] is None
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "3"
+
+
+_FAULTS = """
+import resource, numpy as np
+from dalp_moo.evaluation.dask_executor import tune_malloc
+def faults():
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        a = np.ones(1 << 19, np.float32)  # 2 MiB (below numpy's huge-page size), every page touched
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+before = faults()
+tuned = tune_malloc()
+faults()
+print(before, tuned, faults())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_tune_malloc_reuses_buffers_under_dasks_trim_threshold() -> None:
+    """With Dask's ``MALLOC_TRIM_THRESHOLD_`` every 2 MiB buffer is mapped afresh (its pages fault
+    in again); after :func:`tune_malloc` it is reused from the heap."""
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    before, tuned, after = int(out[0]), out[1], int(out[2])
+    assert tuned == "True"
+    assert before >= 50 * 400  # 512 pages of 4 KiB per buffer
+    assert after < before / 20
 
 
 def test_local_worker_environment_and_this_process_untouched() -> None:

@@ -25,15 +25,18 @@ worker; this process's environment is restored afterwards.
 
 Multi-machine use: start ``dask scheduler`` on one machine and ``dask worker tcp://HOST:8786
 --nworkers 1 --nthreads 1`` on each machine (all with dalp_moo installed and the data at the same
-path), then ``python -m dalp_moo run --scheduler tcp://HOST:8786``. Start those workers with
-``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None`` in their environment
-(or ``--no-nanny``) for the speed above; a worker that has the variable logs a warning.
+path), then ``python -m dalp_moo run --scheduler tcp://HOST:8786``. Such workers have Dask's
+``MALLOC_TRIM_THRESHOLD_``; their first task fixes glibc's thresholds at run time instead
+(:func:`tune_malloc`: measured in a worker with Dask's defaults, the conv step's page faults
+drop from ~36 000 to ~0 per step and its CPU time by about half).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -52,7 +55,12 @@ MEMORY_EVENT = "worker-restart-memory"
 #: seconds to wait for the nanny's memory event after a worker died
 MEMORY_EVENT_WAIT_S = 2.0
 
-_warned_trim = False
+#: glibc ``mallopt`` parameters and the values :func:`tune_malloc` sets (bytes): 32 MiB is the
+#: upper bound of glibc's dynamic mmap threshold, the trim threshold is twice it, as glibc sets it
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 * 2 ** 20
+
+_malloc_checked = False
 
 
 def worker_environ(threads: int) -> dict[str, str | None]:
@@ -94,18 +102,36 @@ def worker_state() -> dict[str, Any]:
                                               "MALLOC_TRIM_THRESHOLD_")}}
 
 
+def tune_malloc() -> bool:
+    """Set glibc's mmap threshold to 32 MiB and its trim threshold to 64 MiB in this process
+    (``mallopt``), so tensor buffers are reused from the heap instead of being mapped afresh.
+    Returns False where that is not possible (not glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_BYTES))
+
+
 def _evaluate_on_worker(cfg: RunConfig, genome: list[int], threads: int) -> tuple[EvalRecord, dict | None]:
-    global _warned_trim
+    global _malloc_checked
     import torch
 
     # torch's OpenMP threads are a setting of the calling thread: set them in the task's thread
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if not _warned_trim and os.environ.get("MALLOC_TRIM_THRESHOLD_") is not None:
-        _warned_trim = True
-        logger.warning("this Dask worker runs with MALLOC_TRIM_THRESHOLD_=%s: tensor buffers are "
-                       "mapped afresh on every step (slower training); start workers without it",
-                       os.environ["MALLOC_TRIM_THRESHOLD_"])
+    if not _malloc_checked:
+        _malloc_checked = True
+        trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+        # a worker started with Dask's defaults (``dask worker``): glibc's dynamic mmap
+        # threshold is off; fix the thresholds at run time instead
+        if trim is not None:
+            tuned = tune_malloc()
+            logger.info("Dask worker with MALLOC_TRIM_THRESHOLD_=%s: malloc thresholds %s", trim,
+                        "fixed at 32 / 64 MiB" if tuned else "left as they are (not glibc)")
     return evaluate_task(cfg, genome)
 
 
