@@ -35,6 +35,8 @@ Usage::
 
     nice python benchmarks/deployment_gap.py            # full run (5 archs x 3 seeds)
     python benchmarks/deployment_gap.py --quick         # tiny smoke run (2 archs x 1 seed, 40 tiles)
+    # split over processes (--archs), then one JSON with the summary over all cases:
+    python benchmarks/deployment_gap.py --merge a.json,b.json --out benchmarks/results/deployment_gap.json
 
 Writes benchmarks/results/deployment_gap.json (``--out`` to change), after every case.
 """
@@ -317,6 +319,37 @@ def _f(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3f}"
 
 
+def merge(paths: list[str], out: Path) -> None:
+    """Recompute the summary of the cases of several runs (same settings except ``archs``)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    cases = [c for part in parts for c in part["cases"]]
+    seen: set[tuple] = set()
+    unique = []
+    for c in cases:
+        if (c["arch"], c["seed"]) not in seen:
+            seen.add((c["arch"], c["seed"]))
+            unique.append(c)
+    settings = dict(parts[0]["settings"])
+    settings["archs"] = list(dict.fromkeys(c["arch"] for c in unique))
+    settings["merged_from"] = [str(p) for p in paths]
+    emulated = {k: v["emulated"] for k, v in settings["targets"].items()}
+    summary = {"benchmark": "deployment_gap", "partial": any(p["partial"] for p in parts),
+               "settings": settings, "gap_threshold": GAP_THRESHOLD,
+               "targets": {k: summarise_target(unique, k, e) for k, e in emulated.items()}}
+    if unique and all(c["ptq_variants"] for c in unique):
+        summary["mean_variant_gap"] = {v: statistics.mean(c["fp32_miou"] - c["ptq_variants"][v]
+                                                          for c in unique) for v in VARIANTS}
+    summary["step_timing_per_arch"] = [t for p in parts for t in p.get("step_timing_per_arch", [])]
+    summary["wall_s_per_part"] = [p.get("wall_s") for p in parts]
+    summary["cases"] = unique
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    for k, t in summary["targets"].items():
+        print(f"{k:<18} emulated={t['emulated']} cases {t['cases']} with gap {t['cases_with_gap']} "
+              f"fp32 {_f(t['mean_fp32_miou'])} ptq {_f(t['mean_ptq_miou'])} dalp {_f(t['mean_dalp_miou'])} "
+              f"recovered vs control {_f(t['gap_recovered_vs_control'], True)} degenerate {t['degenerate_cases']}")
+    print(f"wrote {out} ({len(unique)} cases)")
+
+
 def main() -> None:
     default = load_config("default")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -338,8 +371,12 @@ def main() -> None:
                     help="skip the ptq switch-variant ablation")
     ap.add_argument("--archs", default="", help="comma-separated subset of architecture names")
     ap.add_argument("--note", default="", help="text stored with the results (conditions, labels)")
+    ap.add_argument("--merge", default="", help="comma-separated result JSONs to merge into --out")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "deployment_gap.json"))
     args = ap.parse_args()
+    if args.merge:
+        merge([p for p in args.merge.split(",") if p], Path(args.out))
+        return
     archs = [a for a in ARCHITECTURES if not args.archs or a[0] in args.archs.split(",")]
     if args.quick:
         args.tiles, args.epochs, args.finetune_epochs, args.seeds, args.timing_steps = 40, 1, 1, 1, 3
