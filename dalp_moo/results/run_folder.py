@@ -146,6 +146,8 @@ class RunFolder:
             raise RunFolderError(f"output folder {p}: exists and is not a folder")
         folder = cls(p, cfg.problem)
         folder.created = not p.exists()
+        if not folder.created and folder._holds() == "other":  # refused before anything is written there
+            folder._move_aside("other", force)
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
