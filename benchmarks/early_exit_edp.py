@@ -213,6 +213,24 @@ def cost_query_times(work: Path, quick: bool, n: int, seed: int) -> dict[str, An
     return out
 
 
+def run_rates(run_dir: Path) -> dict[str, Any]:
+    """Evaluations per hour of a finished early-exit run folder (e.g. the default preset's)."""
+    from dalp_moo.results.run_folder import RunFolder
+
+    folder = RunFolder.open(run_dir)
+    records = folder.records()
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    elapsed = float(summary.get("elapsed_s") or summary.get("time_s") or 0.0)
+    trained = [i for i, r in enumerate(records) if r.train_time_s > 0.05]
+    tail = records[(max(trained) if trained else -1) + 1:]
+    tail_s = sum(r.train_time_s + r.eval_time_s for r in tail)
+    return {"run_folder": str(run_dir), "preset": folder.config().preset, "evaluations": len(records),
+            "elapsed_s": elapsed, "overall": 3600.0 * len(records) / elapsed if elapsed else None,
+            "training_s": round(sum(r.train_time_s for r in records), 1),
+            "after_training": 3600.0 * len(tail) / tail_s if tail and tail_s > 0 else None,
+            "evaluations_after_training": len(tail)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a check, not a result)")
@@ -223,6 +241,8 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="trained-model cache to reuse (e.g. the ee_cache folder of a "
                         "default-preset run: same data, widths and training settings give the same models)")
     parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--run", default="", help="a finished early-exit run folder (e.g. of the default preset): "
+                        "its evaluations per hour are reported too")
     args = parser.parse_args()
     configure()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="early_exit_edp-"))
@@ -258,6 +278,8 @@ def main() -> None:
     result["quantisation_study"] = quantisation_study(work, args.quick, args.seed)
     result["cost_model_query"] = cost_query_times(work, args.quick, 4 if args.quick else 8, args.seed)
     result["evaluations_per_hour"] = {k: v["evaluations_per_hour"] for k, v in per.items()}
+    if args.run:
+        result["evaluations_per_hour"]["run"] = run_rates(Path(args.run))
     result["datasets"] = per
     result["total_s"] = round(time.perf_counter() - t_start, 1)
 
