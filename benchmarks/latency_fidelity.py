@@ -1,28 +1,32 @@
 """Latency fidelity of the backends' latency models.
 
-1. Host CPU (OpenVINO): measure batch-1 latency and per-node profiles (``PERF_COUNT``) of a
-   fitting set of networks (random U-Net-style CNNs from ``dalp_moo.backends.zoo`` and random
-   candidates of the search space), fit the kernel-level host latency model
-   (:mod:`dalp_moo.backends.host_model`; written to ``dalp_moo/backends/calibration/`` for this
-   CPU model, thread count and ``--precision``), then compare its predictions with end-to-end
-   measurements on held-out random search-space candidates (never profiled nor used in fitting):
-   share within +-10 % and Kendall tau.
-2. Myriad X emulator: leave-one-out error on the four published CNV latencies.
-3. Cost of one latency query: measurement (convert + compile + timed runs) vs model (trace +
-   predict), ms.
+1. Myriad X (emulated; no device is reachable): fit the per-stage latency model
+   (:mod:`dalp_moo.backends.myriad_latency`) on the published measurements of the reconstructed
+   calibration networks (:mod:`dalp_moo.backends.zoo.myriad_points`) and validate it
+   leave-one-family-out (a family = all points of one architecture; its latency/period pairs are
+   held out too) and, harder, leave-one-source-out. Median / max absolute error (fraction of the
+   measured value), share within +-10 % and Kendall tau over all held-out predictions, with the
+   per-point table. The full fit is written to ``dalp_moo/backends/calibration/myriadx.json``.
+2. The search's candidates: for random repaired candidates of the default search space at 64 px,
+   the predicted device latency (the objective) split by where its constants come from (fitted
+   here / published (ANNETTE) / assumed): the share of the candidates' latency range and of its
+   variance from each; Spearman of predicted latency with MACs and with parameters; the time of
+   one model query (trace + predict, ms).
+3. Host CPU (OpenVINO, measured): ``calibrate_host`` (:mod:`dalp_moo.backends.calibrate`, the
+   library of ``python -m dalp_moo calibrate host``) with more networks: per-node profiles and
+   latencies of the fit networks, the kernel-level host model fitted on them and written to
+   ``dalp_moo/backends/calibration/`` for this CPU model, its fidelity on held-out search-space
+   candidates (never profiled nor fitted on), and the cost of one latency query measured vs
+   modelled. Measurements are kept in ``benchmarks/results/host_state/`` (one JSON line per
+   network): a rerun with the same settings refits without measuring.
 
-Each network is measured in ``--passes`` passes (median of ``--runs`` timed synchronous
-inferences after warm-up) and the minimum over passes is kept. With ``--clock cpu`` (default,
-one inference thread) the time of an inference is the process CPU time it used: on a host shared
-with other jobs this is the latency without the time spent waiting for a core (wall-clock
-medians on a loaded 2-core host are dominated by scheduler time slices). The per-node profile of a
-fitting network (wall-clock per node) is repeated when its sum exceeds the end-to-end latency by
-more than 5 % (a preempted profile). Prints a table and writes
-``benchmarks/results/latency_fidelity.json`` (with the fitting networks' profiles, so that
-``--reuse`` can refit without measuring).
+With ``clock=cpu`` (default, one inference thread) an inference is timed by the process CPU time it
+used: on a host shared with other jobs that is the latency without the time spent waiting for a
+core. Prints a table and writes ``benchmarks/results/latency_fidelity.json``.
 
-    python benchmarks/latency_fidelity.py            # full run (several minutes on 2 cores)
-    python benchmarks/latency_fidelity.py --quick    # small smoke run, no calibration written
+    python benchmarks/latency_fidelity.py                # everything (host part: ~15 min on 2 busy cores)
+    python benchmarks/latency_fidelity.py --myriad-only  # parts 1 and 2 (a few minutes), keeps the host part
+    python benchmarks/latency_fidelity.py --quick        # small smoke run, writes nothing
 """
 
 from __future__ import annotations
@@ -32,209 +36,259 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
+from scipy.stats import spearmanr
 
+from dalp_moo.backends import myriad_latency as ml
+from dalp_moo.backends.calibrate import HostCalibrationConfig, calibrate_host, space_candidates
 from dalp_moo.backends.graph import trace_graph
-from dalp_moo.backends.host_model import HostLatencyModel, calibration_file, host_id
-from dalp_moo.backends.myriadx import calibrate
-from dalp_moo.backends.openvino_backend import PRECISIONS, OpenVINODeployment, effective_precision, ov_version
-from dalp_moo.backends.zoo import random_unet
-from dalp_moo.config import SpaceConfig
-from dalp_moo.model import ParamCounter, build_model
-from dalp_moo.space import SearchSpace
+from dalp_moo.backends.host_model import CALIBRATION_DIR, HostLatencyModel, host_id, host_slug
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency_fidelity.json"
+HOST_STATE = RESULTS.parent / "host_state"
 
 
-def space_candidates(n: int, seed: int, in_channels: int = 4) -> list[torch.nn.Module]:
-    """``n`` random repaired candidates of the default search space (eval mode)."""
-    space = SearchSpace(SpaceConfig(), param_cap=100_000, count=ParamCounter(in_channels))
-    rng = np.random.default_rng(seed)
-    models = []
-    for g in space.sample(n, rng):
-        arch = space.decode(space.repair(g))
-        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-        models.append(build_model(arch, in_channels).eval())
-    return models
+def myriad_part(quick: bool, write: bool) -> dict[str, Any]:
+    """Parts 1: fit + cross-validation of the Myriad X model on the published points."""
+    t0 = time.perf_counter()
+    res = ml.calibrate(write=write and not quick)
+    cv, src = res["cv"], res["cv_by_source"]
+    return {
+        "myriad_cv_median_abs_error": cv["median_abs_error"],
+        "myriad_cv_mean_abs_error": cv["mean_abs_error"],
+        "myriad_cv_max_abs_error": cv["max_abs_error"],
+        "myriad_cv_within_10pct": cv["within_10pct"],
+        "myriad_cv_kendall_tau": cv["kendall_tau"],
+        "myriad_cv_median_abs_error_high_confidence": cv["median_abs_error_high_confidence"],
+        "myriad_cv_median_abs_error_by_quantity": cv["median_abs_error_by_quantity"],
+        "myriad_source_cv_median_abs_error": src["median_abs_error"],
+        "myriad_source_cv_max_abs_error": src["max_abs_error"],
+        "myriad_source_cv_kendall_tau": src["kendall_tau"],
+        "myriad_fit_median_abs_error": res["fit_median_abs_error"],
+        "myriad_n_points": res["n_points"], "myriad_n_families": res["n_families"],
+        "myriad_fitted_params": res["fitted"], "myriad_param_sources": res["sources"],
+        "myriad_priors": res["priors"], "myriad_prior_weight": res["prior_weight"],
+        "myriad_latency_period_pairs": res["latency_period_pairs"],
+        "myriad_points": [{**r, "source_cv_pred_ms": s["cv_pred_ms"], "source_cv_rel_error": s["cv_rel_error"],
+                           "fit_rel_error": res["fit_rel_errors"][r["name"]]}
+                          for r, s in zip(cv["points"], src["points"], strict=True)],
+        "myriad_wall_s": time.perf_counter() - t0,
+    }
 
 
-def measure(models: list[torch.nn.Module], shapes: list[tuple[int, ...]], threads: int, runs: int,
-            warmup: int, passes: int, clock: str, precision: str = "f32", profile: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, list[float], list[list[list]]]:
-    """(latency ms, spread ms, deploy+first-measure cost ms, per-node profiles if ``profile``) per
-    network; latency: min over passes."""
-    deps, cost = [], []
-    for m, s in zip(models, shapes, strict=True):
+def candidates_part(n: int, size: int) -> dict[str, Any]:
+    """Part 2: where the candidates' predicted latencies (and their differences) come from."""
+    params = ml.load_params()
+    model = ml.MyriadXLatencyModel(params)
+    models = space_candidates(n, 3)
+    shape = (1, 4, size, size)
+    for m in models[:3]:  # warm-up of the tracer
+        model.predict_model(m, shape)
+    lat, macs, nparams, parts, q_all, q_cpu, q_pred = [], [], [], [], [], [], []
+    for m in models:
+        c0 = time.process_time()
         t0 = time.perf_counter()
-        d = OpenVINODeployment(m, s, "CPU", threads, runs, warmup, False, "measure", 1e-2, 0,
-                               clock=clock, precision=precision)
-        deps.append(d)
-        d.measure()
-        cost.append((time.perf_counter() - t0) * 1e3)
-    lat = np.full((passes, len(models)), np.inf)
-    spread = np.zeros((passes, len(models)))
-    for p in range(passes):
-        for i, d in enumerate(deps):
-            r = d.measure()
-            lat[p, i], spread[p, i] = r.latency_ms, r.spread_ms
-    best = lat.argmin(axis=0)
-    y = lat.min(axis=0)
-    profiles: list[list[list]] = []  # per node: [type, output shape, weight shape or None, ms]
-    if profile:
-        for d, yi in zip(deps, y, strict=True):
-            kept: tuple[float, list[list]] | None = None
-            for _ in range(3):
-                nodes = [[n["type"], n["out_shape"], n["in_shapes"][1] if len(n["in_shapes"]) > 1 else None,
-                          round(n["time_ms"], 6)] for n in d.profile(requests=16, runs=1)
-                         if n["type"] not in ("Input", "Output")]
-                tot = sum(n[3] for n in nodes)
-                if kept is None or tot < kept[0]:
-                    kept = (tot, nodes)
-                if tot <= 1.05 * yi:
-                    break
-            profiles.append(kept[1])  # type: ignore[index]
-    return y, spread[best, np.arange(len(models))], cost, profiles
+        g = trace_graph(m, shape)
+        t1 = time.perf_counter()
+        rep = model.predict(g)
+        t2 = time.perf_counter()
+        q_cpu.append((time.process_time() - c0) * 1e3)
+        q_all.append((t2 - t0) * 1e3)
+        q_pred.append((t2 - t1) * 1e3)
+        lat.append(rep.latency_ms)
+        macs.append(g.total_macs)
+        nparams.append(sum(p.numel() for p in m.parameters()))
+        parts.append(ml.breakdown(model.table(g), params))
+    y = np.array(lat)
+    lo, hi = int(np.argmin(y)), int(np.argmax(y))
+    srcs = ("fitted", "published", "assumed")
+    comp = {s: np.array([p[s] for p in parts]) for s in srcs}
+    var = float(np.var(y))
+    fixed = params.fixed_ms
+    return {
+        "n": n, "input": list(shape), "method": "emulated (model prediction, device latency)",
+        "latency_ms_range": [float(y.min()), float(y.max())], "latency_ms_median": float(np.median(y)),
+        "fixed_ms": fixed, "fixed_share_median": float(np.median(fixed / y)),
+        "share_of_range": {s: float((comp[s][hi] - comp[s][lo]) / (y[hi] - y[lo])) for s in srcs},
+        "share_of_variance": {s: float(np.cov(comp[s], y)[0, 1] / var) for s in srcs},
+        "share_of_latency_median": {s: float(np.median(comp[s] / y)) for s in srcs},
+        "spearman_latency_vs_macs": float(spearmanr(y, macs).statistic),
+        "spearman_latency_vs_params": float(spearmanr(y, nparams).statistic),
+        "params_range": [int(min(nparams)), int(max(nparams))],
+        "query_ms_median": float(np.median(q_all)), "query_ms_max": float(np.max(q_all)),
+        "query_cpu_ms_median": float(np.median(q_cpu)),
+        "predict_only_ms_median": float(np.median(q_pred)),
+    }
 
 
-def _nodes(profile: list[list]) -> list[dict]:
-    """Stored profile records [type, output shape, weight shape or None, ms] -> the node dicts
-    :meth:`HostLatencyModel.fit` matches."""
-    return [{"type": t, "out_shape": out, "in_shapes": [out, w] if w else [out], "time_ms": ms}
-            for t, out, w, ms in profile]
+def host_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Part 3: host calibration on this CPU and its held-out fidelity."""
+    cfg = HostCalibrationConfig(n_fit_zoo=args.n_fit_zoo, n_fit_space=args.n_fit_space, n_val=args.n_val,
+                                sizes=tuple(int(s) for s in args.sizes.split(",")), runs=args.runs,
+                                warmup=args.warmup, passes=args.passes, clock=args.clock,
+                                precision=args.precision, rounds=args.rounds)
+    out = CALIBRATION_DIR if not (args.quick or args.no_write_calibration) else Path("/tmp") / "dalp_quick_cal.json"
+    work = HOST_STATE if not args.quick else Path("/tmp") / "dalp_quick_state"
+    t0 = time.perf_counter()
+    res = calibrate_host(cfg, work_dir=work, out=out)
+    model = HostLatencyModel.load(path=res.path)
+    from dalp_moo.backends.calibrate import MeasurementStore, networks
+
+    nets = [n for n in networks(cfg) if n.role == "val"]
+    q = []
+    for n in nets:
+        t = time.perf_counter()
+        model.predict_graph_of(n.model, n.shape)
+        q.append((time.perf_counter() - t) * 1e3)
+    recs = MeasurementStore(res.state_file).records
+    cost = [r["cost_ms"] for r in recs.values() if r["role"] == "val"]
+    y = np.array([r["measured_ms"] for r in res.val])
+    spread = np.array([r["spread_ms"] for r in res.val])
+    return {
+        "host_within_10pct": res.within_10pct, "host_kendall_tau": res.kendall_tau,
+        "host_median_abs_error": res.median_abs_error, "host_max_abs_error": res.max_abs_error,
+        "host_n_val": res.n_val, "host_n_fit": res.n_fit, "host_fit_within_10pct": res.fit_within_10pct,
+        "host_val_latency_ms_range": [float(y.min()), float(y.max())],
+        "host_val_median_spread_rel": float(np.median(spread / y)),
+        "query_cost_measure_ms": float(np.median(cost)), "query_cost_model_ms": float(np.median(q)),
+        "host_calibration_file": str(res.path.relative_to(RESULTS.parents[2])) if not args.quick else str(res.path),
+        "host_state_file": str(res.state_file.relative_to(RESULTS.parents[2])) if not args.quick else "",
+        "host_measured_now": res.measured_now, "host_reused": res.reused,
+        "host_measure_wall_s": res.measure_s, "host_fit_wall_s": res.fit_s, "host_wall_s": time.perf_counter() - t0,
+        "host_settings": {"host": host_id(), **cfg.measurement_key(), "sizes": list(cfg.sizes),
+                          "n_fit_zoo": cfg.n_fit_zoo, "n_fit_space": cfg.n_fit_space, "rounds": cfg.rounds,
+                          "profile": "per node: median over 16 fresh infer requests of one inference each",
+                          "load_avg_before": model.meta.get("load_avg_before"),
+                          "load_avg_after": model.meta.get("load_avg_after")},
+        "host_calibrations": {
+            host_slug(): {"host": host_id(), "file": res.path.name, "within_10pct": res.within_10pct,
+                          "kendall_tau": res.kendall_tau, "median_abs_error": res.median_abs_error,
+                          "n_val": res.n_val},
+            "amd-epyc": {"status": "not produced: no AMD EPYC machine was available where this was built; "
+                                   "run 'python -m dalp_moo calibrate host' on one"}},
+        "val": res.val,
+    }
 
 
-def _dump(out: dict) -> str:
-    """JSON with one line per network record."""
-    lines = json.dumps({k: v for k, v in out.items() if k not in ("val", "fit")}, indent=2).rstrip("}").rstrip()
-    for key in ("val", "fit"):
-        rows = ",\n".join("    " + json.dumps(r, separators=(", ", ": ")) for r in out[key])
-        lines += f',\n  "{key}": [\n{rows}\n  ]'
-    return lines + "\n}\n"
+def host_recheck(args: argparse.Namespace) -> dict[str, Any]:
+    """Refit on the measurements stored in ``host_state`` (settings of ``args``) into a temporary file
+    and evaluate both that refit and the shipped calibration on the stored held-out measurements;
+    the shipped calibration is not touched."""
+    import tempfile
+
+    from dalp_moo.backends.calibrate import MeasurementStore, networks, state_file
+
+    cfg = HostCalibrationConfig(n_fit_zoo=args.n_fit_zoo, n_fit_space=args.n_fit_space, n_val=args.n_val,
+                                sizes=tuple(int(s) for s in args.sizes.split(",")), runs=args.runs,
+                                warmup=args.warmup, passes=args.passes, clock=args.clock,
+                                precision=args.precision, rounds=args.rounds)
+    sfile = state_file(cfg, HOST_STATE)
+    recs = MeasurementStore(sfile).records if sfile.exists() else {}
+    nets = networks(cfg)
+    if not nets or any(n.id not in recs for n in nets):
+        return {"status": f"no complete measurements in {sfile.name}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        res = calibrate_host(cfg, work_dir=HOST_STATE, out=Path(tmp) / "refit.json", nets=nets)
+    shipped = HostLatencyModel.load(path=CALIBRATION_DIR / f"openvino_cpu_t1_{args.precision}_{host_slug()}.json")
+    val = [n for n in nets if n.role == "val"]
+    y = np.array([recs[n.id]["measured_ms"] for n in val])
+    pred = np.array([shipped.predict_graph_of(n.model, n.shape)[0] for n in val])
+    rel = pred / y - 1
+    from scipy.stats import kendalltau
+
+    loads = [recs[n.id]["load_avg"] for n in nets if "load_avg" in recs[n.id]]
+    return {"state_file": sfile.name, "n_fit": res.n_fit, "n_val": res.n_val,
+            "refit_within_10pct": res.within_10pct, "refit_kendall_tau": res.kendall_tau,
+            "refit_median_abs_error": res.median_abs_error, "refit_fit_within_10pct": res.fit_within_10pct,
+            "profile_to_latency_median": res.profile_to_latency,
+            "shipped_within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "shipped_kendall_tau": float(kendalltau(pred, y).statistic),
+            "shipped_median_abs_error": float(np.median(np.abs(rel))),
+            "measured_latency_median_ms": float(np.median(y)),
+            "load_avg_while_measuring": [min(loads), max(loads)] if loads else "not recorded"}
+
+
+def _dump(out: dict[str, Any]) -> str:
+    """JSON with one line per table row."""
+    tables = {k: out[k] for k in ("myriad_points", "val") if k in out}
+    head = json.dumps({k: v for k, v in out.items() if k not in tables}, indent=2).rstrip().rstrip("}").rstrip()
+    for key, rows in tables.items():
+        body = ",\n".join("    " + json.dumps(r, separators=(", ", ": ")) for r in rows)
+        head += f',\n  "{key}": [\n{body}\n  ]'
+    return head + "\n}\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-fit-zoo", type=int, default=20, help="random zoo U-Nets for fitting")
-    ap.add_argument("--n-fit-space", type=int, default=60, help="search-space candidates for fitting")
+    ap.add_argument("--n-fit-zoo", type=int, default=20, help="random zoo U-Nets for fitting the host model")
+    ap.add_argument("--n-fit-space", type=int, default=100, help="search-space candidates for fitting")
     ap.add_argument("--n-val", type=int, default=40, help="held-out search-space candidates")
     ap.add_argument("--sizes", default="64,128", help="tile sizes (pixels), drawn per network")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    ap.add_argument("--precision", choices=tuple(PRECISIONS), default="f32",
-                    help="OpenVINO inference precision (the backend's option; default f32)")
+    ap.add_argument("--precision", default="f32", help="OpenVINO inference precision (default f32)")
     ap.add_argument("--rounds", type=int, default=80, help="boosting rounds per kernel regressor")
-    ap.add_argument("--quick", action="store_true", help="tiny run; does not write the calibration")
+    ap.add_argument("--candidates", type=int, default=200, help="search-space candidates for part 2")
+    ap.add_argument("--myriad-only", action="store_true", help="parts 1 and 2; keep the stored host part")
+    ap.add_argument("--recheck-host", action="store_true",
+                    help="with --myriad-only: refit on the measurements in host_state/ (not written to the "
+                         "shipped calibration) and evaluate the shipped calibration on them")
+    ap.add_argument("--quick", action="store_true", help="tiny run; writes neither calibrations nor results")
     ap.add_argument("--no-write-calibration", action="store_true")
-    ap.add_argument("--reuse", type=Path, default=None,
-                    help="reuse the measurements of an earlier results JSON (same settings) and only refit")
     args = ap.parse_args()
     if args.quick:
-        args.n_fit_zoo, args.n_fit_space, args.n_val, args.runs, args.passes = 10, 10, 8, 10, 1
-    if args.clock == "cpu" and args.threads != 1:
-        ap.error("--clock cpu needs --threads 1")
+        args.n_fit_zoo, args.n_fit_space, args.n_val, args.runs, args.passes, args.candidates = 4, 6, 4, 5, 1, 20
     torch.set_num_threads(1)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rng = np.random.default_rng(12345)
     load_before = os.getloadavg()
-
-    fit_models = [random_unet(rng) for _ in range(args.n_fit_zoo)] + space_candidates(args.n_fit_space, 1)
-    val_models = space_candidates(args.n_val, 2)
-    fit_shapes = [(1, 4, int(s), int(s)) for s in rng.choice(sizes, len(fit_models))]
-    val_shapes = [(1, 4, int(s), int(s)) for s in rng.choice(sizes, len(val_models))]
-
-    t0 = time.perf_counter()
-    if args.reuse is not None:
-        old = json.loads(args.reuse.read_text())
-        y_fit = np.array([r["measured_ms"] for r in old["fit"]])
-        profiles = [r["profile"] for r in old["fit"]]
-        y_val = np.array([r["measured_ms"] for r in old["val"]])
-        spread_val = np.array([r["spread_ms"] for r in old["val"]])
-        measure_cost = [old["query_cost_measure_ms"]]
-        load_before = tuple(old["load_avg_before"])
-        if [list(s) for s in fit_shapes] != [r["shape"] for r in old["fit"]] or \
-                [list(s) for s in val_shapes] != [r["shape"] for r in old["val"]] or \
-                old["settings"].get("precision", "f32") != args.precision or "profile" not in old["fit"][0]:
-            ap.error(f"--reuse {args.reuse}: measured with other settings (or without profiles)")
-    else:
-        y_fit, _, _, profiles = measure(fit_models, fit_shapes, args.threads, args.runs, args.warmup,
-                                        args.passes, args.clock, args.precision, profile=True)
-        y_val, spread_val, measure_cost, _ = measure(val_models, val_shapes, args.threads, args.runs,
-                                                     args.warmup, args.passes, args.clock, args.precision)
-    t_measure = time.perf_counter() - t0 if args.reuse is None else old["settings"]["measure_wall_s"]
-    meta = {"host": host_id(), "openvino": ov_version(), "device": "CPU", "threads": args.threads,
-            "clock": args.clock, "precision": args.precision,
-            "inference_precision": effective_precision("CPU", args.precision),
-            "fitted_on": f"{args.n_fit_zoo} zoo U-Nets + {args.n_fit_space} search-space candidates, "
-                         f"tiles {args.sizes}, batch 1"}
-    t_fit = time.perf_counter()
-    model = HostLatencyModel.fit([trace_graph(m, s) for m, s in zip(fit_models, fit_shapes, strict=True)], y_fit, meta,
-                                 profiles=[_nodes(p) for p in profiles], rounds=args.rounds)
-    t_fit = time.perf_counter() - t_fit
-    if not (args.quick or args.no_write_calibration):
-        model.save(calibration_file(args.threads, "CPU", args.precision))
-
-    query_cost = []
-    pred = []
-    for m, s in zip(val_models, val_shapes, strict=True):
-        t = time.perf_counter()
-        pred.append(model.predict_graph_of(m, s)[0])
-        query_cost.append((time.perf_counter() - t) * 1e3)
-    pred_a = np.array(pred)
-    rel = pred_a / y_val - 1
-    tau = float(kendalltau(pred_a, y_val).statistic)
-    myr = calibrate(include_host=False)
-    myr_host = calibrate(include_host=True)
-    load_after = os.getloadavg() if args.reuse is None else tuple(old["load_avg_after"])
-
-    out = {
-        "host_within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
-        "host_kendall_tau": tau,
-        "host_median_abs_error": float(np.median(np.abs(rel))),
-        "host_max_abs_error": float(np.max(np.abs(rel))),
-        "host_n_val": len(val_models),
-        "host_n_fit": len(fit_models),
-        "host_fit_within_10pct": model.meta["fit_within_10pct"],
-        "host_val_latency_ms_range": [float(y_val.min()), float(y_val.max())],
-        "host_val_median_spread_rel": float(np.median(spread_val / y_val)),
-        "myriad_median_abs_error": myr["loo_median_abs_error"],
-        "myriad_max_abs_error": myr["loo_max_abs_error"],
-        "myriad_points": myr["points"],
-        "myriad_with_host_median_abs_error": myr_host["loo_median_abs_error"],
-        "myriad_with_host_max_abs_error": myr_host["loo_max_abs_error"],
-        "query_cost_measure_ms": float(np.median(measure_cost)),
-        "query_cost_model_ms": float(np.median(query_cost)),
-        "settings": {**meta, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
-                     "sizes": sizes, "measure_wall_s": t_measure, "fit_wall_s": t_fit,
-                     "rounds": args.rounds, "profile": "per node: median over 16 fresh infer requests "
-                     "of one inference each", "quick": args.quick, "reused": args.reuse is not None},
-        "host_model_fit": {k: model.meta[k] for k in ("fit", "kernels_matched", "kernels_unmatched",
-                                                      "kernels_by_kind", "fit_median_abs_rel_error")
-                           if k in model.meta},
-        "load_avg_before": list(load_before),
-        "load_avg_after": list(load_after),
-        "val": [{"shape": list(s), "measured_ms": float(m), "spread_ms": float(sp), "predicted_ms": float(p)}
-                for s, m, sp, p in zip(val_shapes, y_val, spread_val, pred_a, strict=True)],
-        "fit": [{"shape": list(s), "measured_ms": float(m), "profile": p}
-                for s, m, p in zip(fit_shapes, y_fit, profiles, strict=True)],
-    }
-    print(f"{'metric':34s} {'value':>10s}  target")
-    rows = [("host within +-10 %", out["host_within_10pct"], ">= 0.90"),
-            ("host Kendall tau", tau, ">= 0.90"),
-            ("host median |rel err|", out["host_median_abs_error"], ""),
-            ("myriad LOO median |rel err|", out["myriad_median_abs_error"], "<= 0.10"),
-            ("myriad LOO max |rel err|", out["myriad_max_abs_error"], ""),
-            ("myriad+host LOO median |rel err|", out["myriad_with_host_median_abs_error"], ""),
-            ("query cost: measure (ms)", out["query_cost_measure_ms"], ""),
-            ("query cost: model (ms)", out["query_cost_model_ms"], "")]
+    out: dict[str, Any] = {}
+    if args.myriad_only and RESULTS.exists():
+        old = json.loads(RESULTS.read_text())
+        out.update({k: v for k, v in old.items() if k.startswith(("host_", "query_cost")) or k == "val"})
+        if "settings" in old and "host_settings" not in out:
+            out["host_settings"] = {**old["settings"], "load_avg_before": old.get("load_avg_before"),
+                                    "load_avg_after": old.get("load_avg_after")}
+        out.setdefault("host_calibrations", {
+            host_slug(): {"host": host_id(), "file": f"openvino_cpu_t1_{args.precision}_{host_slug()}.json",
+                          "within_10pct": out.get("host_within_10pct"), "kendall_tau": out.get("host_kendall_tau"),
+                          "median_abs_error": out.get("host_median_abs_error"), "n_val": out.get("host_n_val")},
+            "amd-epyc": {"status": "not produced: no AMD EPYC machine was available where this was built; "
+                                   "run 'python -m dalp_moo calibrate host' on one"}})
+    if args.recheck_host:
+        out["host_remeasurement"] = host_recheck(args)
+    out.update(myriad_part(args.quick, write=not args.no_write_calibration))
+    out["myriad_candidates"] = candidates_part(args.candidates, 64)
+    if not args.myriad_only:
+        out.update(host_part(args))
+    out["load_avg_before"], out["load_avg_after"] = list(load_before), list(os.getloadavg())
+    out["labels"] = {"myriad": "emulated: model of the Myriad X validated on published measurements",
+                     "host": "measured on this CPU (OpenVINO CPU plugin) vs the fitted host model"}
+    cand = out["myriad_candidates"]
+    rows = [("myriad LOFO median |rel err|", out["myriad_cv_median_abs_error"], "<= 0.10"),
+            ("myriad LOFO max |rel err|", out["myriad_cv_max_abs_error"], ""),
+            ("myriad LOFO within +-10 %", out["myriad_cv_within_10pct"], ""),
+            ("myriad LOFO Kendall tau", out["myriad_cv_kendall_tau"], "order right"),
+            ("myriad leave-one-source-out median", out["myriad_source_cv_median_abs_error"], ""),
+            ("candidates: range share fitted", cand["share_of_range"]["fitted"], ""),
+            ("candidates: range share assumed", cand["share_of_range"]["assumed"], ""),
+            ("candidates: Spearman vs MACs", cand["spearman_latency_vs_macs"], ""),
+            ("candidates: Spearman vs params", cand["spearman_latency_vs_params"], ""),
+            ("myriad query (trace+predict) ms", cand["query_ms_median"], "ms"),
+            ("myriad query, process CPU ms", cand["query_cpu_ms_median"], "ms")]
+    if "host_within_10pct" in out:
+        rows += [("host within +-10 % (held out)", out["host_within_10pct"], ">= 0.90"),
+                 ("host Kendall tau (held out)", out["host_kendall_tau"], ">= 0.90"),
+                 ("host median |rel err|", out["host_median_abs_error"], ""),
+                 ("host query: measure (ms)", out["query_cost_measure_ms"], ""),
+                 ("host query: model (ms)", out["query_cost_model_ms"], "")]
+    print(f"{'metric':38s} {'value':>10s}  target")
     for name, v, target in rows:
-        print(f"{name:34s} {v:10.3f}  {target}")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)")
+        print(f"{name:38s} {v:10.3f}  {target}")
+    print(f"load average before {load_before[0]:.2f}, after {out['load_avg_after'][0]:.2f} (2 cores)")
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(_dump(out))
