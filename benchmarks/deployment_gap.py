@@ -333,7 +333,8 @@ def merge(paths: list[str], out: Path) -> None:
     settings["archs"] = list(dict.fromkeys(c["arch"] for c in unique))
     settings["merged_from"] = [str(p) for p in paths]
     emulated = {k: v["emulated"] for k, v in settings["targets"].items()}
-    summary = {"benchmark": "deployment_gap", "partial": any(p["partial"] for p in parts),
+    wanted = {(a, s) for a in settings["archs"] for s in range(int(settings["seeds"]))}
+    summary = {"benchmark": "deployment_gap", "partial": not wanted <= seen,
                "settings": settings, "gap_threshold": GAP_THRESHOLD,
                "targets": {k: summarise_target(unique, k, e) for k, e in emulated.items()}}
     if unique and all(c["ptq_variants"] for c in unique):
