@@ -1,13 +1,19 @@
-"""Evaluations per hour in-process and on 1 and 2 local Dask workers, and why workers were slow.
+"""Local Dask workers vs in-process evaluation: cost per evaluation and 2-worker throughput.
 
-Steady state: the same candidates (``--population`` genomes sampled with ``--seed``) are
-evaluated in this process and on local Dask workers (``DaskExecutor``), each worker (and this
-process) warmed up first (data set built, one evaluation), so the timed part is candidate work
-plus scheduling, not start-up; start-up (cluster, imports, data set) is reported separately.
-Modes run interleaved (order rotated) and repeated, because the figures are only comparable
-within one run on a shared machine; the load average is recorded before and after each mode.
-CPU time per evaluation (every thread of the worker processes, or of this process) is reported
-beside wall time: it is much less sensitive to other processes on the machine.
+Paired measurements, because this is meant to be read on a shared machine where other
+processes come and go: all three set-ups stay alive together (this process, a 1-worker and a
+2-worker ``DaskExecutor`` cluster, each warmed up: data set built, one evaluation), and
+
+* per evaluation: each candidate (``--population`` genomes sampled with ``--seed``, all within the
+  parameter cap) is evaluated in this process and on the 1-worker cluster back to back (order
+  alternating); the ratio worker / in-process is taken per pair, for wall time and for CPU time
+  (the worker process's every thread; this process's evaluating thread);
+* throughput: each pair of candidates is evaluated on the 1-worker cluster (one after the other)
+  and on the 2-worker cluster (at once), back to back; speed-up = wall 1 worker / wall 2 workers.
+
+Start-up (cluster, imports, data set per worker) is reported separately; the load average is
+recorded around every measurement. CPU time is far less sensitive to other load than wall time;
+a 2-worker speed-up needs two otherwise idle cores.
 
 Diagnostics (``--micro-repeats``): a small conv training step (batch 16, 64 px) in this process,
 in a worker started by ``DaskExecutor``, in a worker started with Dask's default environment
@@ -15,8 +21,8 @@ in a worker started by ``DaskExecutor``, in a worker started with Dask's default
 ``tune_malloc`` (what ``DaskExecutor``'s task does on workers started by ``dask worker``): median
 step wall and CPU time (ms), minor page faults per step and the torch threads inside the task.
 
-    python benchmarks/scaling.py [--population 8] [--tiles 200] [--epochs 1] [--threads 1]
-                                 [--repeats 2] [--micro-repeats 3]
+    python benchmarks/scaling.py [--population 6] [--tiles 200] [--epochs 1] [--threads 1]
+                                 [--repeats 2] [--micro-repeats 2]
 
 Prints a table and writes benchmarks/results/scaling.json.
 """
@@ -39,8 +45,9 @@ from dalp_moo.evaluation.dask_executor import DaskExecutor, tune_malloc
 from dalp_moo.evaluation.evaluator import evaluate_task, get_evaluator
 
 
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
+def _load() -> float:
+    """1-minute load average."""
+    return round(os.getloadavg()[0], 2)
 
 
 def _warm(cfg, genome: list[int]) -> int:  # noqa: ANN001
@@ -61,51 +68,44 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
-def steady(workers: int, threads: int, cfg, genomes: list[list[int]]) -> dict:  # noqa: ANN001
-    """Time the evaluation of ``genomes`` after start-up and warm-up (0 workers = this process)."""
-    load_before = _load()
-    t0 = time.perf_counter()
-    executor = None
-    if workers == 0:
+class Setup:
+    """One way of evaluating: this process (``workers == 0``) or a local ``DaskExecutor``."""
+
+    def __init__(self, workers: int, threads: int, cfg, genome: list[int]) -> None:  # noqa: ANN001
         import torch
 
-        old = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        _warm(cfg, genomes[0])
-    else:
-        executor = DaskExecutor(workers=workers, threads=threads)
-        # client.run: on every worker at once, so each one builds its own data set
-        executor.client.run(_warm, cfg, genomes[0])
-    startup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    driver0 = time.process_time()
-    if executor is None:
-        records = [evaluate_task(cfg, g)[0] for g in genomes]
-        torch.set_num_threads(old)
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - driver0
-        driver_cpu = 0.0
-    else:
-        pids = list(executor.client.run(os.getpid).values())
-        cpu0 = _cpu_s(pids)
-        records = [r for _, r, _ in executor.map_unordered(cfg, genomes)]
-        wall = time.perf_counter() - t0
-        cpu = _cpu_s(pids) - cpu0
-        driver_cpu = time.process_time() - driver0
-        executor.close()
-    assert all(r.ok for r in records), [r.reason for r in records if not r.ok]
-    work = sum(r.train_time_s + r.eval_time_s for r in records)
-    mode = "in-process" if workers == 0 else f"local Dask, {workers} worker(s)"
-    return {
-        "workers": workers, "threads": threads, "mode": f"{mode}, {threads} torch thread(s)",
-        "evaluations": len(records), "startup_s": startup, "wall_s": wall,
-        "wall_per_evaluation_s": wall / len(records),
-        "candidate_work_per_evaluation_s": work / len(records),
-        "cpu_per_evaluation_s": cpu / len(records),
-        "driver_cpu_per_evaluation_s": driver_cpu / len(records),
-        "evaluations_per_hour": 3600 * len(records) / wall,
-        "load_average_before": load_before, "load_average_after": _load(),
-    }
+        self.workers, self.threads, self.cfg = workers, threads, cfg
+        t0 = time.perf_counter()
+        if workers == 0:
+            torch.set_num_threads(threads)
+            _warm(cfg, genome)
+            self.executor = None
+        else:
+            self.executor = DaskExecutor(workers=workers, threads=threads)
+            # client.run: on every worker at once, so each one builds its own data set
+            self.executor.client.run(_warm, cfg, genome)
+            self.pids = list(self.executor.client.run(os.getpid).values())
+        self.startup_s = time.perf_counter() - t0
+
+    def _cpu(self) -> float:
+        if self.executor is None:  # the evaluating thread (1 torch thread) or the whole process
+            return time.thread_time() if self.threads == 1 else time.process_time()
+        return _cpu_s(self.pids)
+
+    def run(self, genomes: list[list[int]]) -> dict:
+        """Evaluate ``genomes``: wall and CPU time (s), load average before/after."""
+        load, c0, t0 = _load(), self._cpu(), time.perf_counter()
+        if self.executor is None:
+            records = [evaluate_task(self.cfg, g)[0] for g in genomes]
+        else:
+            records = [r for _, r, _ in self.executor.map_unordered(self.cfg, genomes)]
+        out = {"wall_s": time.perf_counter() - t0, "cpu_s": self._cpu() - c0, "load": [load, _load()]}
+        assert all(r.ok for r in records), [r.reason for r in records if not r.ok]
+        return out
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
 
 
 def conv_step(threads: int, reps: int = 20) -> dict:
@@ -176,17 +176,16 @@ def micro(where: str, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--tiles", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker / in-process")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--micro-repeats", type=int, default=3)
+    parser.add_argument("--micro-repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scaling.json"))
     args = parser.parse_args()
 
-    cores = os.cpu_count() or 1
     cfg = load_config("smoke", overrides=[{
         "search": {"seed": args.seed},
         "data": {"n_tiles": args.tiles, "tile_size": 64},
@@ -205,75 +204,74 @@ def main() -> None:
         for where in places[k:] + places[:k]:
             micro_rows.append({"repeat": rep, **micro(where, args.threads)})
             r = micro_rows[-1]
-            print(f"micro {where:24s} {r['step_ms']:7.1f} ms/step (CPU {r['step_cpu_ms']:6.1f} ms) "
-                  f"{r['minor_faults_per_step']:8.0f} faults/step "
-                  f"threads {r['torch_threads_in_task']} load {r['load_average_after'][0]}", flush=True)
+            print(f"micro {where:38s} {r['step_ms']:7.1f} ms/step (CPU {r['step_cpu_ms']:6.1f} ms) "
+                  f"{r['minor_faults_per_step']:8.0f} faults/step threads {r['torch_threads_in_task']} "
+                  f"load {r['load_average_after']}", flush=True)
 
-    modes = [(0, args.threads), (1, args.threads), (2, args.threads)]
-    if args.threads * 2 <= cores:
-        modes.append((0, cores))
-    rows = []
-    for rep in range(args.repeats):
-        k = rep % len(modes)
-        for workers, threads in modes[k:] + modes[:k]:
-            rows.append({"repeat": rep, **steady(workers, threads, cfg, genomes)})
-            r = rows[-1]
-            print(f"{r['mode']:40s} {r['wall_per_evaluation_s']:7.2f} s/eval "
-                  f"(work {r['candidate_work_per_evaluation_s']:.2f}, CPU {r['cpu_per_evaluation_s']:.2f}) "
-                  f"{r['evaluations_per_hour']:7.0f} evals/h "
-                  f"start-up {r['startup_s']:5.1f} s load {r['load_average_before'][0]}->"
-                  f"{r['load_average_after'][0]}", flush=True)
-
-    def med(key: str, workers: int, threads: int) -> float:
-        return statistics.median(r[key] for r in rows if r["workers"] == workers and r["threads"] == threads)
-
-    t = args.threads
-    per_eval = {w: med("wall_per_evaluation_s", w, t) for w in (0, 1, 2)}
-    work = {w: med("candidate_work_per_evaluation_s", w, t) for w in (0, 1, 2)}
-    cpu = {w: med("cpu_per_evaluation_s", w, t) for w in (0, 1, 2)}
-    speed = {w: med("evaluations_per_hour", w, t) for w in (0, 1, 2)}
-    ratios_1_vs_0 = [a["wall_per_evaluation_s"] / b["wall_per_evaluation_s"]
-                     for rep in range(args.repeats)
-                     for a in rows if a["repeat"] == rep and a["workers"] == 1
-                     for b in rows if b["repeat"] == rep and b["workers"] == 0 and b["threads"] == t]
-    ratios_2_vs_1 = [a["evaluations_per_hour"] / b["evaluations_per_hour"]
-                     for rep in range(args.repeats)
-                     for a in rows if a["repeat"] == rep and a["workers"] == 2
-                     for b in rows if b["repeat"] == rep and b["workers"] == 1]
+    setups = {w: Setup(w, args.threads, cfg, genomes[0]) for w in (0, 1, 2)}
+    startup = {w: s.startup_s for w, s in setups.items()}
+    print("start-up s (incl. warm-up evaluation):", {w: round(v, 1) for w, v in startup.items()}, flush=True)
+    pairs, batches = [], []
+    try:
+        for rep in range(args.repeats):
+            for j, g in enumerate(genomes):
+                order = (0, 1) if (j + rep) % 2 == 0 else (1, 0)
+                res = {w: setups[w].run([g]) for w in order}
+                pairs.append({"repeat": rep, "genome": j, "in_process": res[0], "worker": res[1],
+                              "wall_ratio": res[1]["wall_s"] / res[0]["wall_s"],
+                              "cpu_ratio": res[1]["cpu_s"] / res[0]["cpu_s"]})
+                p = pairs[-1]
+                print(f"pair {rep}.{j}: in-process {res[0]['wall_s']:6.2f} s (CPU {res[0]['cpu_s']:5.2f}), "
+                      f"1 worker {res[1]['wall_s']:6.2f} s (CPU {res[1]['cpu_s']:5.2f}): wall x{p['wall_ratio']:.2f} "
+                      f"CPU x{p['cpu_ratio']:.2f} load {res[order[0]]['load'][0]}", flush=True)
+            for j in range(0, len(genomes) - 1, 2):
+                batch = genomes[j:j + 2]
+                order = (1, 2) if (j // 2 + rep) % 2 == 0 else (2, 1)
+                res = {w: setups[w].run(batch) for w in order}
+                batches.append({"repeat": rep, "genomes": [j, j + 1], "one_worker": res[1], "two_workers": res[2],
+                                "speedup": res[1]["wall_s"] / res[2]["wall_s"],
+                                "cpu_ratio": res[2]["cpu_s"] / res[1]["cpu_s"]})
+                b = batches[-1]
+                print(f"batch {rep}.{j // 2}: 1 worker {res[1]['wall_s']:6.2f} s, 2 workers {res[2]['wall_s']:6.2f} s: "
+                      f"speed-up x{b['speedup']:.2f} (CPU 2w/1w x{b['cpu_ratio']:.2f}) load {res[order[0]]['load'][0]}",
+                      flush=True)
+    finally:
+        for s in setups.values():
+            s.close()
 
     def micro_med(where: str, key: str) -> float:
         return statistics.median(r[key] for r in micro_rows if r["where"] == where)
 
+    med = statistics.median
     result = {
         "summary": {
-            "torch_threads_per_worker": t,
-            "one_worker_vs_in_process_wall_per_evaluation": per_eval[1] / per_eval[0],
-            "one_worker_vs_in_process_wall_per_evaluation_by_repeat": ratios_1_vs_0,
-            "one_worker_vs_in_process_candidate_work_per_evaluation": work[1] / work[0],
-            "one_worker_vs_in_process_cpu_per_evaluation": cpu[1] / cpu[0],
-            "two_workers_vs_one_cpu_per_evaluation": cpu[2] / cpu[1],
-            "two_vs_one_worker_evaluations_per_hour": speed[2] / speed[1],
-            "two_vs_one_worker_by_repeat": ratios_2_vs_1,
-            "evaluations_per_hour_median": {"in-process": speed[0], "1 worker": speed[1], "2 workers": speed[2]},
+            "torch_threads_per_worker": args.threads,
+            "one_worker_vs_in_process_wall_per_evaluation_median": med(p["wall_ratio"] for p in pairs),
+            "one_worker_vs_in_process_cpu_per_evaluation_median": med(p["cpu_ratio"] for p in pairs),
+            "in_process_wall_per_evaluation_s_median": med(p["in_process"]["wall_s"] for p in pairs),
+            "one_worker_wall_per_evaluation_s_median": med(p["worker"]["wall_s"] for p in pairs),
+            "two_vs_one_worker_speedup_median": med(b["speedup"] for b in batches),
+            "two_vs_one_worker_cpu_per_evaluation_median": med(b["cpu_ratio"] for b in batches),
+            "startup_s": {"in-process": startup[0], "1 worker": startup[1], "2 workers": startup[2]},
             "micro_step_ms_median": {w: micro_med(w, "step_ms") for w in places},
             "micro_step_cpu_ms_median": {w: micro_med(w, "step_cpu_ms") for w in places},
             "micro_minor_faults_per_step_median": {w: micro_med(w, "minor_faults_per_step") for w in places},
         },
-        "rows": rows,
+        "pairs": pairs,
+        "batches": batches,
         "micro": micro_rows,
         "settings": vars(args) | {
-            "cores": cores, "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "load_average_start": load_start, "load_average_end": _load(),
-            "note": "shared machine: other processes ran during the measurement (see the load averages); "
-                    "ratios are taken within one repeat, modes interleaved",
+            "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "load_average_start": load_start, "load_average_end": _load(),
+            "note": "shared machine: other processes ran during the measurement (load averages per "
+                    "measurement); ratios are paired (back to back, order alternating)",
         },
     }
     s = result["summary"]
-    print(f"1 worker / in-process, wall per evaluation: {s['one_worker_vs_in_process_wall_per_evaluation']:.2f} "
-          f"(candidate work {s['one_worker_vs_in_process_candidate_work_per_evaluation']:.2f}, CPU time "
-          f"{s['one_worker_vs_in_process_cpu_per_evaluation']:.2f}); "
-          f"2 / 1 workers, evaluations per hour: {s['two_vs_one_worker_evaluations_per_hour']:.2f}x; "
-          f"load average {load_start} -> {_load()}")
+    print(f"1 worker / in-process per evaluation: wall "
+          f"x{s['one_worker_vs_in_process_wall_per_evaluation_median']:.2f}, "
+          f"CPU x{s['one_worker_vs_in_process_cpu_per_evaluation_median']:.2f}; 2 / 1 workers speed-up "
+          f"x{s['two_vs_one_worker_speedup_median']:.2f}; load average {load_start} -> {_load()}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
