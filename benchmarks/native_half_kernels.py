@@ -25,19 +25,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dalp_moo.backends.host_model import host_id
+
 CAPABILITIES = ("default", "avx2", "avx512")
 #: oneDNN (convolutions, linear) picks its instruction set on its own: capped alongside
 ONEDNN_ISA = {"default": "SSE41", "avx2": "AVX2", "avx512": "DEFAULT"}
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return host_id()
 
 
 def _cases() -> list[tuple[str, object, tuple[int, ...], str]]:
