@@ -64,7 +64,7 @@ SETTINGS = ("dalp", "ptq", "ptq_control")
 
 def setting_overrides(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Config overrides of one setting."""
-    train: dict[str, Any] = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs}
+    train: dict[str, Any] = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "threads": args.threads}
     if name == "dalp":
         train["regime"] = "dalp"
     elif name == "ptq":
@@ -131,6 +131,7 @@ def main() -> None:
     p.add_argument("--tile-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (not in the hash)")
     args = p.parse_args()
     configure(logging.INFO)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets" / "early_exit"
 ET_UNIT = "uJ*ms"
 FAILED_ET = 1e9  #: ET_avg of failed candidates (uJ*ms)
 FAILED_OVERHEAD = 1e3
+DEFAULT_BACKEND = "myriadx"  #: the generic [backend] default, accepted (and ignored) for configs without [backend]
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,11 @@ class EarlyExitApplication(Application):
         return EarlyExitEvaluator(cfg)
 
     def validate(self, cfg: Any) -> None:
+        backend = getattr(getattr(cfg, "backend", None), "name", AcceleratorModel.name)
+        if backend not in (AcceleratorModel.name, DEFAULT_BACKEND):
+            raise ConfigError(f"config value backend.name: the early-exit application costs candidates on the modelled "
+                              f"accelerator (section [accelerator]); use backend.name = {AcceleratorModel.name!r}, "
+                              f"not {backend!r}")
         train = _section(cfg, "train", EarlyExitTrainConfig)
         if train.profile not in PROFILES:
             raise ConfigError(f"config value train.profile: {train.profile!r} is not one of {', '.join(sorted(PROFILES))}")

@@ -115,3 +115,10 @@ def test_tiny_search_end_to_end(tmp_path):
     assert len(tuned) == 1 and tuned[0]["arch_id"] in {r.arch_id for r in outcome.front}
     assert 0 <= tuned[0]["after"]["accuracy"] <= 1 and sum(tuned[0]["after"]["exit_fractions"]) == pytest.approx(1.0)
     assert outcome.summary["joint_finetune"]["candidates"] == 1
+
+
+def test_backend_must_be_the_modelled_accelerator():
+    cfg = load_config("smoke", problem="early-exit")
+    assert cfg.backend.name == "edgetpu-quad"
+    with pytest.raises(ConfigError, match="backend.name"):
+        load_config("smoke", problem="early-exit", overrides=[{"backend": {"name": "openvino"}}])

@@ -127,3 +127,14 @@ def test_degenerate_candidates():
     assert degenerate_reason(fine) == "" and degenerate_reason(failed) == ""
     assert degenerate_warning([background, all_vessel, fine]).startswith("2 of 3 successful candidates")
     assert degenerate_warning([background, fine, fine]) == ""  # not most of them
+
+
+def test_a_held_lock_reads_as_running(results_run):
+    holder = RunFolder.open(results_run)
+    holder.lock()
+    try:
+        state = run_state(RunFolder.open(results_run))
+        assert state.running and not state.finished and state.label.startswith("running")
+    finally:
+        holder.unlock()
+    assert run_state(RunFolder.open(results_run)).finished

@@ -98,8 +98,8 @@ def test_resume_extends_a_finished_run(tmp_path):
 
     from dalp_moo.cli import main
 
-    short = tiny_config(search={"population": 3, "generations": 1}, train={"threads": 1})
-    longer = tiny_config(search={"population": 3, "generations": 2}, train={"threads": 1})
+    short = tiny_config(search={"population": 2, "generations": 1}, train={"threads": 1})
+    longer = tiny_config(search={"population": 2, "generations": 2}, train={"threads": 1})
     run_search(longer, tmp_path / "reference")
     expected = [(d["arch_id"], d["generation"]) for d in _journal(tmp_path / "reference")]
 
@@ -131,7 +131,7 @@ def test_resume_extends_a_finished_run(tmp_path):
 
 
 def test_full_disk_is_one_line_and_resume_after_freeing_space_equals_uninterrupted(tmp_path):
-    """A real full disk: the run folder on a 1 MiB tmpfs (in a user and mount namespace, so no
+    """A real full disk: the run folder on a 512 KiB tmpfs (in a user and mount namespace, so no
     privileges are needed); the run stops with one line naming the folder, nothing finished is
     lost, and after the tmpfs is grown a resume gives the uninterrupted result."""
     if shutil.which("unshare") is None:
@@ -140,7 +140,7 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_equals_uninterrupt
                            capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
-    cfg = tiny_config(search={"population": 4, "generations": 2}, train={"threads": 1})
+    cfg = tiny_config(search={"population": 3, "generations": 2}, train={"threads": 1})
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text(to_toml(cfg))
     reference = tmp_path / "reference"
@@ -150,7 +150,7 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_equals_uninterrupt
     run = f"{sys.executable} -m dalp_moo run --config {cfg_file} --no-progress --out {disk}/run"
     resume = f"{sys.executable} -m dalp_moo -q run --resume {disk}/run --no-progress"
     script = f"""
-mount -t tmpfs -o size=1m tmpfs {disk} || exit 99
+mount -t tmpfs -o size=512k tmpfs {disk} || exit 99
 {run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc
 cp {disk}/run/journal.jsonl {tmp_path}/journal-at-full
 mount -o remount,size=64m {disk}

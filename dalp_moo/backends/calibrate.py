@@ -113,6 +113,7 @@ class HostCalibrationResult:
     measure_s: float
     fit_s: float
     fit_within_10pct: float
+    profile_to_latency: float  #: median over fit networks of (sum of profiled node times) / latency
     val: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def measure_network(net: Network, cfg: HostCalibrationConfig, profile: bool) -> 
         reports.append(dep.measure())
     best = min(reports, key=lambda r: r.latency_ms)
     rec: dict[str, Any] = {"id": net.id, "role": net.role, "shape": list(net.shape), "measured_ms": best.latency_ms,
-                           "spread_ms": best.spread_ms, "cost_ms": cost,
+                           "spread_ms": best.spread_ms, "cost_ms": cost, "load_avg": round(os.getloadavg()[0], 2),
                            "inference_precision": dep.inference_precision}
     if profile:
         kept: tuple[float, list[list[Any]]] | None = None
@@ -265,6 +266,10 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
     sfile = state_file(cfg, work_dir or default_work_dir())
     store = MeasurementStore(sfile)
     load_before = os.getloadavg()
+    cores = os.cpu_count() or 1
+    if load_before[0] > cores:
+        logger.warning("this host is busy (load average %.1f on %d cores): the per-node profiles are wall-clock "
+                       "times and the fit will suffer; calibrate on an otherwise idle machine", load_before[0], cores)
     t0 = time.perf_counter()
     measured = reused = 0
     for i, net in enumerate(nets):
@@ -301,7 +306,13 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
     held = {"within_10pct": float(np.mean(np.abs(rel) <= 0.10)), "kendall_tau": _kendall(pred, y),
             "median_abs_error": float(np.median(np.abs(rel))), "max_abs_error": float(np.max(np.abs(rel))),
             "n_val": len(val_nets)}
+    ratio = float(np.median([sum(r[3] for r in recs[n.id]["profile"]) / recs[n.id]["measured_ms"]
+                             for n in fit_nets]))
     model.meta["held_out"] = held
+    model.meta["profile_to_latency_median"] = ratio
+    if ratio > 1.2:
+        logger.warning("per-node profiles sum to %.2fx the measured latency (median over the fit networks): "
+                       "the host was busy while profiling; this calibration is unreliable", ratio)
     model.meta["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
     if out is None or out.is_dir() or out.suffix != ".json":
         path = calibration_file(cfg.threads, cfg.device.split(".")[0], cfg.precision,
@@ -316,4 +327,4 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
     return HostCalibrationResult(path, sfile, host_id(), held["within_10pct"], held["kendall_tau"],
                                  held["median_abs_error"], held["max_abs_error"], len(fit_nets), len(val_nets),
                                  measured, reused, t_measure, t_fit, float(model.meta["fit_within_10pct"]),
-                                 val_rows)
+                                 ratio, val_rows)

@@ -153,7 +153,8 @@ def _input_norm(model: torch.nn.Module) -> dict[str, Any] | None:
 
     for m in model.modules():
         if isinstance(m, InputNorm):
-            return {"shift": m.shift.flatten().tolist(), "scale": m.scale.flatten().tolist(),
+            buffers = m.state_dict()
+            return {"shift": buffers["shift"].flatten().tolist(), "scale": buffers["scale"].flatten().tolist(),
                     "formula": "(x - shift) * scale, per band, inside the network"}
     return None
 

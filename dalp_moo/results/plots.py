@@ -255,10 +255,10 @@ def gap_figure(view: RunView) -> Figure | None:
     ranked = sorted(ok, key=lambda r: (r.arch_id not in front_ids, -_num(r.metrics.get("deployed_miou"))))
     shown = sorted(ranked[:MAX_CANDIDATES], key=lambda r: _num(r.metrics.get("fp32_miou")))
     ys = np.arange(len(shown))
-    for y, r in zip(ys, shown, strict=True):
+    for row, r in zip(ys, shown, strict=True):
         vals = [_num(r.metrics.get(k)) for k, *_ in REGIMES]
         vals = [v for v in vals if math.isfinite(v)]
-        right.plot([min(vals), max(vals)], [y, y], c="0.75", lw=2, zorder=1)  # one candidate's range
+        right.plot([min(vals), max(vals)], [row, row], c="0.75", lw=2, zorder=1)  # one candidate's range
     for key, label, marker, colour in REGIMES:
         x = _values(shown, key)
         if np.isfinite(x).any():
