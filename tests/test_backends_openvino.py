@@ -50,7 +50,9 @@ def test_ir_round_trip_matches_torch(deployment: OpenVINODeployment, candidate: 
     assert xml.exists() and xml.with_suffix(".bin").exists()
     # weights are stored as FP16 in the IR
     assert "f16" in xml.read_text()
-    compiled = core().compile_model(core().read_model(str(xml)), "CPU")
+    # f32 arithmetic asked for explicitly: the plugin's default differs by CPU (bf16 where AMX exists)
+    compiled = core().compile_model(core().read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
     x = torch.rand(SHAPE) * 3.0
     out = compiled({0: x.numpy()})[0]
     with torch.no_grad():

@@ -7,12 +7,14 @@ fails again the candidate is recorded as failed and the search goes on. A worker
 exceeding its memory limit (``train.max_memory_mb`` for a local cluster) is not retried: the
 candidate is recorded as failed with a reason naming the memory limit.
 
-Local workers run candidate work as fast as this process does (``benchmarks/scaling.py``):
+A local worker's task thread costs the same CPU per evaluation as this process; the whole worker
+process (with Dask's event-loop and monitor threads) 1.07x (median of 12 paired evaluations,
+``benchmarks/results/scaling.json``). What it takes:
 
 * Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any glibc malloc
   threshold switches off glibc's dynamic mmap threshold, so every tensor buffer above 128 KiB is
-  a fresh ``mmap``/``munmap`` whose pages fault in again on every training step (measured:
-  twice the minor page faults, 1.5-1.9x the time of a small conv training step). Local workers
+  a fresh ``mmap``/``munmap`` whose pages fault in again on every training step (measured on a
+  small conv step: 35 900 vs 8 500 minor page faults, 127 vs 69 ms CPU). Local workers
   are started without it (:func:`worker_environ`);
 * ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` are the worker's torch
   threads (Dask's default is 1), and the task sets torch's threads in the thread that runs it;
