@@ -3,7 +3,8 @@ space on the embedded data, under the paper's recipe (before) and the balanced r
 
 For each recipe (``train.recipe``: ``paper`` = Adam 1e-3, focal loss alpha 1 gamma 2, batch 8,
 patience 3, constant lr, shuffled tiles; ``balanced`` = the same plus a vessel-class Dice loss
-and a cosine lr schedule, see ``dalp_moo.training.trainer``), at the default preset's budget
+and the output bias starting at the class prior, see ``dalp_moo.training.trainer``; further
+settings with ``--variant``), at the default preset's budget
 (its ``train.epochs`` and data size unless overridden):
 
 * the reference U-Nets (``BASELINES``: a conv-BN-ReLU U-Net of 66.5k parameters on raw digital
@@ -16,6 +17,10 @@ Scores are test-split (held out) and validation-split mIoU / vessel IoU (fractio
 
     python benchmarks/data_baseline.py [--recipes paper,balanced] [--seeds 3]
         [--random-archs 12] [--epochs N] [--n-tiles N] [--tile-size N] [--out FILE]
+        [--variant NAME=KEY:VALUE,KEY:VALUE ...]
+
+``--variant`` adds a named training setting (``train`` keys over the default preset's), e.g.
+``--variant cosine3=recipe:balanced,schedule:cosine,lr:0.003``; list it in ``--recipes`` to run it.
 
 Prints a table and writes benchmarks/results/data_baseline.json.
 """
@@ -68,7 +73,17 @@ def predicted_classes(model: torch.nn.Module, dataset, batch: int = 32) -> set[i
     return seen
 
 
-def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str) -> dict:
+def _value(text: str) -> object:
+    """A --variant value: int, float or string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str) -> dict:
     source = open_source(dcfg)
     torch.manual_seed(seed)
     shift, scale = normalization_params(dcfg, source.band_stats())
@@ -76,7 +91,7 @@ def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str) -> dict:
     t0 = time.perf_counter()
     row = {"label": label, "arch": arch.describe(), "arch_id": arch.arch_id,
            "params": count_params(arch, source.bands, 2), "normalization": dcfg.normalization,
-           "recipe": tcfg.recipe, "seed": seed}
+           "recipe": setting, "seed": seed}
     try:
         result = train_model(model, source.split("train"), source.split("val"), tcfg, seed=seed,
                              device=torch.device("cpu"), label=label, init_prior=True)
@@ -114,7 +129,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="data seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/data_baseline.json")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=KEY:VALUE,... a named setting of train keys (e.g. cosine3=schedule:cosine,lr:0.003)")
     args = ap.parse_args()
+    variants = {"paper": {"recipe": "paper"}, "balanced": {"recipe": "balanced"}}
+    for spec in args.variant:
+        name, _, body = spec.partition("=")
+        variants[name] = {k: _value(v) for k, v in (kv.split(":", 1) for kv in body.split(",") if kv)}
     torch.set_num_threads(args.threads)
     space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
                         count=ParamCounter(default.data.bands, 2))
@@ -134,15 +155,17 @@ def main() -> None:
     print(f"budget: {args.epochs} FP32 epochs, {args.n_tiles} tiles of {args.tile_size} px "
           f"({args.source}); recipes {', '.join(recipes)}", flush=True)
     for recipe in recipes:
-        tcfg = dataclasses.replace(default.train, epochs=args.epochs, regime="fp32",
-                                   recipe=recipe, device="cpu")
+        if recipe not in variants:
+            ap.error(f"unknown setting {recipe!r}: not paper, balanced or a --variant")
+        tcfg = dataclasses.replace(default.train, **{"epochs": args.epochs, "regime": "fp32", "device": "cpu",
+                                                     **variants[recipe]})
         jobs = [(label, space.decode(genome_for(space, b, c, k, u)), norm, seed)
                 for i, (label, b, c, k, u, norm) in enumerate(BASELINES)
                 if not only or i in only for seed in range(args.seeds)]
         jobs += [(f"random {i}", arch, base_data.normalization, 0) for i, arch in enumerate(randoms)]
         for label, arch, norm, seed in jobs:
             dcfg = dataclasses.replace(base_data, normalization=norm)
-            r = train_one(arch, dcfg, tcfg, seed, label)
+            r = train_one(arch, dcfg, tcfg, seed, label, recipe)
             rows.append(r)
             if r["trained"]:
                 print(f"{recipe:9s} {label:36s} s{seed} {r['params']:6d}p ep {r['epochs_run']:2d}  "
@@ -188,7 +211,7 @@ def main() -> None:
                       "batch_size": default.train.batch_size, "n_tiles": args.n_tiles,
                       "tile_size": args.tile_size, "source": args.source, "data_seed": args.seed,
                       "from_preset": "default"},
-           "recipes": {r: dataclasses.asdict(dataclasses.replace(default.train, recipe=r))
+           "recipes": {r: dataclasses.asdict(dataclasses.replace(default.train, **variants[r]))
                        for r in recipes},
            "data": open_source(base_data).describe(),
            "summary": summary, "rows": rows, "torch": torch.__version__,

@@ -76,6 +76,16 @@ def test_train_config_errors():
         EarlyExitTrainConfig(profile="fp8")
     with pytest.raises(ConfigError, match="train.head_epochs"):
         EarlyExitTrainConfig(head_epochs=0)
+    with pytest.raises(ConfigError, match="train.device"):
+        EarlyExitTrainConfig(device="gpu")
+
+
+def test_device_auto_trains_where_torch_can(data, tmp_path):
+    bank = ExitBank(data, EarlyExitTrainConfig(device="auto", epochs=1, head_epochs=1), width=0.25)
+    assert bank.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            ExitBank(data, EarlyExitTrainConfig(device="cuda"), width=0.25)
 
 
 def test_concurrent_banks_train_each_item_once(data, tmp_path):

@@ -62,7 +62,7 @@ from dalp_moo.model.mobilenetv2_ee import (
     select_exits,
 )
 from dalp_moo.precision import PROFILES, quant
-from dalp_moo.training.trainer import torch_threads
+from dalp_moo.training.trainer import resolve_device, torch_threads
 
 #: version of the training recipe: enters every cache key (bump when training changes)
 RECIPE_VERSION = "3"
@@ -95,7 +95,7 @@ class EarlyExitTrainConfig:
     joint_lr: float = 0.002  #: joint fine-tuning learning rate (SGD, cosine decay)
     joint_weights: str = "linear"  #: exit-loss weights: 'uniform' or 'linear' (exit k of n: k/n)
     joint_candidates: int = 4  #: front candidates fine-tuned (best calibration accuracy first; 0 = all)
-    device: str = "cpu"  #: training device: 'cpu' or 'cuda'
+    device: str = "auto"  #: training device: 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'
     threads: int = field(default=0, metadata={"hash": False})  #: torch CPU threads (0 = default)
     eval_batch_size: int = field(default=256, metadata={"hash": False})  #: inference batch
 
@@ -114,7 +114,7 @@ class EarlyExitTrainConfig:
         _check(self.joint_weights in JOINT_WEIGHTS, "joint_weights",
                f"{self.joint_weights!r} is not one of {', '.join(JOINT_WEIGHTS)}")
         _check(self.joint_candidates >= 0, "joint_candidates", "must be >= 0")
-        _check(self.device in ("cpu", "cuda"), "device", f"{self.device!r} is not one of cpu, cuda")
+        _check(self.device in ("auto", "cpu", "cuda"), "device", f"{self.device!r} is not one of auto, cpu, cuda")
         _check(self.threads >= 0, "threads", "must be >= 0")
 
     def hashed(self) -> dict[str, Any]:
@@ -326,9 +326,7 @@ class ExitBank:
         self._head_states: dict[tuple, dict[str, torch.Tensor]] = {}
         self.feature_slots = max(1, feature_slots)
         self.data_key = data.fingerprint()
-        self.device = torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device: 'cuda' requested but no CUDA GPU is available")
+        self.device = resolve_device(cfg.device)
 
     # -- keys and paths --------------------------------------------------------------------------
     def backbone_key(self, bits: int) -> str:
