@@ -315,19 +315,13 @@ class _Schedule:
             e_op = self.plan.op_energy[self.i]
             util = self.plan.op_util[self.i]
         elif loc == "pool":
-            compute = float(math.ceil(spec.macs / cfg.pool_units))
-            start_c = max(ready, self.pool_free)
-            end = start_c + compute
+            compute, start_c, end, e_op, util = _vector_op(spec.macs, cfg.pool_units, cfg.pool_pj_per_op,
+                                                           max(ready, self.pool_free))
             self.pool_free = end
-            e_op = spec.macs * cfg.pool_pj_per_op
-            util = spec.macs / (cfg.pool_units * compute) if compute else 0.0
         else:
-            compute = float(math.ceil(spec.macs / cfg.simd_lanes))
-            start_c = max(ready, self.simd_free)
-            end = start_c + compute
+            compute, start_c, end, e_op, util = _vector_op(spec.macs, cfg.simd_lanes, cfg.simd_pj_per_op,
+                                                           max(ready, self.simd_free))
             self.simd_free = end
-            e_op = spec.macs * cfg.simd_pj_per_op
-            util = spec.macs / (cfg.simd_lanes * compute) if compute else 0.0
         energy = e_op + e_dram + e_fill + e_xfer + e_noc
         self.energy += energy
         increment = max(0.0, end - self.t_end)
@@ -431,6 +425,13 @@ def ga_allocation(cfg: AcceleratorConfig, plan: _Plan, seeds: list[list[int]]) -
                       mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
     minimize(AllocationProblem(), algorithm, ("n_gen", cfg.ga_generations), seed=cfg.seed, verbose=False)
     return best["x"], best["n"]
+
+
+def _vector_op(ops: int, lanes: int, pj_per_op: float, start: float) -> tuple[float, float, float, float, float]:
+    """A pooling or SIMD layer on its unit: ``(compute cycles, start, end, energy pJ, utilisation)``."""
+    compute = float(math.ceil(ops / lanes))
+    util = ops / (lanes * compute) if compute else 0.0
+    return compute, start, start + compute, ops * pj_per_op, util
 
 
 class AcceleratorModel:
