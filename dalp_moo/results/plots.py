@@ -375,7 +375,13 @@ def early_exit_figure(view: RunView) -> Figure | None:
     if static:
         sx, sy = zip(*static.values(), strict=True)
         left.scatter(sx, sy, marker="s", s=70, facecolors="none", edgecolors="tab:red", linewidths=1.6, zorder=5)
-        mid = 0.5 * (np.nanmin(np.r_[x, sx]) + np.nanmax(np.r_[x, sx]))
+        everything = np.r_[x, sx]
+        positive = everything[everything > 0]
+        log_x = positive.size == everything.size and positive.max() > 100 * positive.min()
+        if log_x:  # ET spans decades (early exits at the first blocks): a linear axis piles them at 0
+            left.set_xscale("log")
+        lo, hi = np.nanmin(everything), np.nanmax(everything)
+        mid = math.sqrt(lo * hi) if log_x else 0.5 * (lo + hi)
         for (prec, head), (px, py) in static.items():
             right_side = px <= mid
             left.annotate(f"static {prec} {head}", (px, py), fontsize=7, color="tab:red",
@@ -385,7 +391,8 @@ def early_exit_figure(view: RunView) -> Figure | None:
     bar.set_label("generation", fontsize=8)
     bar.set_ticks(range(n_gen) if n_gen <= 12 else np.linspace(0, n_gen - 1, 6).round())
     bar.ax.tick_params(labelsize=7)
-    left.set_xlabel("expected energy-latency product ET_avg (µJ·ms, modelled; test split)", fontsize=9)
+    left.set_xlabel("expected energy-latency product ET_avg (µJ·ms, modelled; test split"
+                    f"{'; log scale' if left.get_xscale() == 'log' else ''})", fontsize=9)
     left.set_ylabel("accuracy (fraction, test split)", fontsize=9)
     left.grid(alpha=0.3)
     left.legend(handles=[
