@@ -138,3 +138,20 @@ def test_a_held_lock_reads_as_running(results_run):
     finally:
         holder.unlock()
     assert run_state(RunFolder.open(results_run)).finished
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from dalp_moo.results.run_folder import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "summary.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644  # shareable, like open(..., "w")
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600  # the user's umask is respected
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

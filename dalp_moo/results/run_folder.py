@@ -82,10 +82,19 @@ def _is_start_leftover(name: str) -> bool:
             or any(name.startswith(f".{f}.") for f in START_FILES))
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives under the current umask (mkstemp gives 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never half-written)."""
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never half-written);
+    the file gets the usual permissions (umask applied), not mkstemp's private 0600."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
