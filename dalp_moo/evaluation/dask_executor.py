@@ -7,9 +7,9 @@ fails again the candidate is recorded as failed and the search goes on. A worker
 exceeding its memory limit (``train.max_memory_mb`` for a local cluster) is not retried: the
 candidate is recorded as failed with a reason naming the memory limit.
 
-A local worker's task thread costs the same CPU per evaluation as this process; the whole worker
-process (with Dask's event-loop and monitor threads) 1.07x (median of 12 paired evaluations,
-``benchmarks/results/scaling.json``). What it takes:
+A local worker evaluates as fast as this process: per evaluation 1.02x the wall time (CPU 1.04x,
+the worker's event-loop and monitor threads included), and two workers give 1.76x the throughput
+of one on an idle 2-core host (``benchmarks/results/scaling.json``). What it takes:
 
 * Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any glibc malloc
   threshold switches off glibc's dynamic mmap threshold, so every tensor buffer above 128 KiB is
