@@ -263,8 +263,9 @@ def main() -> None:
         "settings": vars(args) | {
             "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(), "load_average_start": load_start, "load_average_end": _load(),
-            "note": "shared machine: other processes ran during the measurement (load averages per "
-                    "measurement); ratios are paired (back to back, order alternating)",
+            "note": "ratios are paired (back to back, order alternating); the load average recorded with "
+                    "every measurement shows whether other processes shared the machine (the benchmark's own "
+                    "processes account for up to about 2 on 2 cores)",
         },
     }
     s = result["summary"]
