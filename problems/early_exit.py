@@ -306,7 +306,8 @@ class EarlyExitApplication(Application):
                               f"not {backend!r}")
         train = _section(cfg, "train", EarlyExitTrainConfig)
         if train.profile not in PROFILES:
-            raise ConfigError(f"config value train.profile: {train.profile!r} is not one of {', '.join(sorted(PROFILES))}")
+            raise ConfigError(f"config value train.profile: {train.profile!r} is not one of "
+                              f"{', '.join(sorted(PROFILES))}")
         if train.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("config value train.device: 'cuda' requested but no CUDA GPU is available")
 
