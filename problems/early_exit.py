@@ -46,6 +46,7 @@ from dalp_moo.backends.accelerator import (
     reduction,
     trace_layers,
 )
+from dalp_moo.config import BackendConfig
 from dalp_moo.data.classification import ClassificationDataConfig, open_classification
 from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
@@ -64,7 +65,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets" / "early_exit"
 ET_UNIT = "uJ*ms"
 FAILED_ET = 1e9  #: ET_avg of failed candidates (uJ*ms)
 FAILED_OVERHEAD = 1e3
-DEFAULT_BACKEND = "myriadx"  #: the generic [backend] default, accepted (and ignored) for configs without [backend]
+DEFAULT_BACKEND = BackendConfig.name  #: the generic [backend] default, accepted (and ignored) for configs without it
 
 
 @dataclass(frozen=True)

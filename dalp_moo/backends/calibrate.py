@@ -38,6 +38,9 @@ from torch import nn
 from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
 
+#: per-node profiles summing to more than this multiple of the measured latency mean a busy host
+BUSY_PROFILE_RATIO = 1.2
+
 #: progress callback: (networks done, total, network id, measured now (False: from the state file))
 Progress = Callable[[int, int, str, bool], None]
 
@@ -310,7 +313,7 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
                              for n in fit_nets]))
     model.meta["held_out"] = held
     model.meta["profile_to_latency_median"] = ratio
-    if ratio > 1.2:
+    if ratio > BUSY_PROFILE_RATIO:
         logger.warning("per-node profiles sum to %.2fx the measured latency (median over the fit networks): "
                        "the host was busy while profiling; this calibration is unreliable", ratio)
     model.meta["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]

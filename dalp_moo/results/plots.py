@@ -372,14 +372,14 @@ def early_exit_figure(view: RunView) -> Figure | None:
         sx, sy = _num(r.metrics.get("et_base")), _num(r.metrics.get("accuracy_static"))
         if math.isfinite(sx) and math.isfinite(sy):
             static.setdefault(key, (sx, sy))
+    sx, sy = zip(*static.values(), strict=True) if static else ((), ())
+    everything = np.r_[x, sx]
+    positive = everything[everything > 0]
+    log_x = positive.size == everything.size and positive.max() > 100 * positive.min()
+    if log_x:  # ET spans decades (early exits at the first blocks): a linear axis piles them at 0
+        left.set_xscale("log")
     if static:
-        sx, sy = zip(*static.values(), strict=True)
         left.scatter(sx, sy, marker="s", s=70, facecolors="none", edgecolors="tab:red", linewidths=1.6, zorder=5)
-        everything = np.r_[x, sx]
-        positive = everything[everything > 0]
-        log_x = positive.size == everything.size and positive.max() > 100 * positive.min()
-        if log_x:  # ET spans decades (early exits at the first blocks): a linear axis piles them at 0
-            left.set_xscale("log")
         lo, hi = np.nanmin(everything), np.nanmax(everything)
         mid = math.sqrt(lo * hi) if log_x else 0.5 * (lo + hi)
         for (prec, head), (px, py) in static.items():
@@ -392,7 +392,7 @@ def early_exit_figure(view: RunView) -> Figure | None:
     bar.set_ticks(range(n_gen) if n_gen <= 12 else np.linspace(0, n_gen - 1, 6).round())
     bar.ax.tick_params(labelsize=7)
     left.set_xlabel("expected energy-latency product ET_avg (µJ·ms, modelled; test split"
-                    f"{'; log scale' if left.get_xscale() == 'log' else ''})", fontsize=9)
+                    f"{'; log scale' if log_x else ''})", fontsize=9)
     left.set_ylabel("accuracy (fraction, test split)", fontsize=9)
     left.grid(alpha=0.3)
     left.legend(handles=[
