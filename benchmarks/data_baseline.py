@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalp_moo.config import DataConfig, SpaceConfig, load_config
+from dalp_moo.config import DataConfig, SpaceConfig, load_config, parse_override
 from dalp_moo.data import normalization_params, open_source
 from dalp_moo.model import InputNorm, ParamCounter, build_model, count_params
 from dalp_moo.space import SearchSpace
@@ -71,16 +71,6 @@ def predicted_classes(model: torch.nn.Module, dataset, batch: int = 32) -> set[i
             x = torch.stack([dataset[j][0] for j in range(i, min(i + batch, len(dataset)))])
             seen |= set(model(x).argmax(1).unique().tolist())
     return seen
-
-
-def _value(text: str) -> object:
-    """A --variant value: int, float or string."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str) -> dict:
@@ -135,7 +125,8 @@ def main() -> None:
     variants = {"paper": {"recipe": "paper"}, "balanced": {"recipe": "balanced"}}
     for spec in args.variant:
         name, _, body = spec.partition("=")
-        variants[name] = {k: _value(v) for k, v in (kv.split(":", 1) for kv in body.split(",") if kv)}
+        variants[name] = {k: parse_override(f"train.{k}={v}")["train"][k]
+                          for k, v in (kv.split(":", 1) for kv in body.split(",") if kv)}
     torch.set_num_threads(args.threads)
     space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
                         count=ParamCounter(default.data.bands, 2))
@@ -152,13 +143,15 @@ def main() -> None:
             randoms.append(arch)
     rows: list[dict] = []
     t_start = time.perf_counter()
+    unknown = [r for r in recipes if r not in variants]
+    if unknown:
+        ap.error(f"unknown setting(s) {', '.join(unknown)}: not paper, balanced or a --variant")
+    tcfgs = {r: dataclasses.replace(default.train, **{"epochs": args.epochs, "regime": "fp32", "device": "cpu",
+                                                      **variants[r]}) for r in recipes}  # bad keys fail here
     print(f"budget: {args.epochs} FP32 epochs, {args.n_tiles} tiles of {args.tile_size} px "
           f"({args.source}); recipes {', '.join(recipes)}", flush=True)
     for recipe in recipes:
-        if recipe not in variants:
-            ap.error(f"unknown setting {recipe!r}: not paper, balanced or a --variant")
-        tcfg = dataclasses.replace(default.train, **{"epochs": args.epochs, "regime": "fp32", "device": "cpu",
-                                                     **variants[recipe]})
+        tcfg = tcfgs[recipe]
         jobs = [(label, space.decode(genome_for(space, b, c, k, u)), norm, seed)
                 for i, (label, b, c, k, u, norm) in enumerate(BASELINES)
                 if not only or i in only for seed in range(args.seeds)]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dalp_moo.backends.host_model import host_id
 from dalp_moo.config import load_config
 from dalp_moo.evaluation import get_space
 from dalp_moo.evaluation.dask_executor import DaskExecutor, tune_malloc
@@ -261,7 +262,7 @@ def main() -> None:
         "batches": batches,
         "micro": micro_rows,
         "settings": vars(args) | {
-            "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "cpu": host_id(),
             "python": platform.python_version(), "load_average_start": load_start, "load_average_end": _load(),
             "note": "ratios are paired (back to back, order alternating); the load average recorded with "
                     "every measurement shows whether other processes shared the machine (the benchmark's own "

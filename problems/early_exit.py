@@ -54,6 +54,7 @@ from dalp_moo.model.mobilenetv2_ee import EXIT_LETTERS, build_network
 from dalp_moo.precision import PROFILES
 from dalp_moo.problem import ApplicationProblem
 from dalp_moo.space.early_exit import FINAL, EarlyExitArchitecture, EarlyExitSpace, EarlyExitSpaceConfig
+from dalp_moo.training import resolve_device
 from dalp_moo.training.early_exit import (
     EarlyExitTrainConfig,
     ExitBank,
@@ -309,8 +310,7 @@ class EarlyExitApplication(Application):
         if train.profile not in PROFILES:
             raise ConfigError(f"config value train.profile: {train.profile!r} is not one of "
                               f"{', '.join(sorted(PROFILES))}")
-        if train.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("config value train.device: 'cuda' requested but no CUDA GPU is available")
+        resolve_device(train.device)  # 'cuda' without a GPU: ConfigError
 
     def on_finish(self, folder: Path, cfg: Any, front: Sequence[Any]) -> dict[str, Any]:
         """With ``train.joint_finetune``: fine-tune the front's best candidates jointly (weighted

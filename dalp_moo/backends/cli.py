@@ -43,7 +43,7 @@ def host(ctx: click.Context, out: Path | None, work_dir: Path | None, n_fit_zoo:
          as_json: bool) -> None:
     """Profile networks on this CPU with the OpenVINO CPU plugin, fit the host latency model and
     write the calibration file of this CPU model; prints its held-out fidelity."""
-    from dalp_moo.backends.calibrate import BUSY_PROFILE_RATIO, HostCalibrationConfig, calibrate_host
+    from dalp_moo.backends.calibrate import HostCalibrationConfig, calibrate_host
     from dalp_moo.errors import ConfigError
 
     try:
@@ -72,6 +72,3 @@ def host(ctx: click.Context, out: Path | None, work_dir: Path | None, n_fit_zoo:
                f"{100 * result.within_10pct:.1f} % within +-10 %, median |error| "
                f"{100 * result.median_abs_error:.1f} %, max {100 * result.max_abs_error:.1f} %, "
                f"Kendall tau {result.kendall_tau:.3f}")
-    if result.profile_to_latency > BUSY_PROFILE_RATIO:
-        click.echo(f"warning: per-node profiles sum to {result.profile_to_latency:.2f}x the measured latencies: the "
-                   "host was busy while profiling; rerun on an idle machine", err=True)

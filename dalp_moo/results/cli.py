@@ -74,7 +74,7 @@ def compare(run_dirs: tuple[str, ...], out: str | None, fmt: str) -> None:
     target = out or str(Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     paths = write_comparison(result, target, fmt)
     ref = ", ".join(f"{k} {v:.4g}" for k, v in result.reference_point.items())
-    click.echo(f"shared hypervolume reference: {ref}" + (" (emulated figures)" if result.to_dict()["emulated"]
+    click.echo(f"shared hypervolume reference: {ref}" + (" (emulated figures)" if any(v.emulated for v in result.views)
                                                            else ""))
     runs = result.runs.copy()
     for c in ("hypervolume_own", "hypervolume_shared"):

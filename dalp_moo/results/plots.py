@@ -180,7 +180,7 @@ def front_figure(records: Sequence[EvalRecord], front: Sequence[EvalRecord], sco
         axes[0][0].legend(handles=handles, loc="best", fontsize=7, framealpha=0.85)
         target_axes = [axes[0][0]]
     if mappable is not None:
-        bar = fig.colorbar(mappable, ax=target_axes if n <= 2 else None, cax=None if n <= 2 else _cax(fig, spare),
+        bar = fig.colorbar(mappable, ax=target_axes if n <= 2 else None, cax=None if n <= 2 else _cax(spare),
                            orientation="vertical" if n <= 2 else "horizontal")
         bar.set_label("generation (0 = initial population)", fontsize=8)
         bar.set_ticks(range(n_gen) if n_gen <= 12 else np.linspace(0, n_gen - 1, 6).round())
@@ -207,15 +207,16 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _cax(fig: Figure, spare: Any) -> Any:
+def _cax(spare: Any) -> Any:
     """A horizontal colour-bar axes inside the spare (legend) cell, near its bottom."""
     return spare.inset_axes((0.05, 0.12, 0.8, 0.06))
 
 
 def pareto_figure(view: RunView) -> Figure:
     """The Pareto projections of a run (see :func:`front_figure`)."""
-    return front_figure(view.records, view.front, view.scoring, view.generations(), view.title,
-                        max(view.cfg.search.generations, max(view.generations(), default=0) + 1))
+    generations = view.generations()
+    return front_figure(view.records, view.front, view.scoring, generations, view.title,
+                        max(view.cfg.search.generations, max(generations, default=0) + 1))
 
 
 # -- deployment gap -------------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def history_figure(view: RunView) -> Figure | None:
 def distributions_figure(view: RunView) -> Figure | None:
     """Histogram of each objective over the successful candidates: initial population vs later
     generations; the front's values as ticks along the bottom."""
-    ok = [r for r, f in zip(view.records, view.feasible_flags(), strict=True) if r.ok]
+    ok = [r for r in view.records if r.ok]
     if not ok:
         return None
     gens = dict(zip((r.arch_id for r in view.records), view.generations(), strict=True))
@@ -471,12 +472,13 @@ def plot_run(path: str | Path, out: str | Path | None = None, fmt: str = "png") 
 
 def write_front_plot(folder: Any, cfg: Any, records: Sequence[EvalRecord], front: Sequence[EvalRecord],
                      scoring: Scoring) -> Path:
-    """The run folder's ``pareto.png`` at the end of a search (title: run name, seed, budget)."""
-    import dataclasses
+    """The run folder's ``pareto.png`` at the end of a search (title: run name, seed, budget),
+    drawn from what the driver holds (nothing is read back from the folder)."""
+    import pandas as pd
 
     from dalp_moo.results.checks import RunState
 
-    view = RunView.load(folder.path)
-    done = max(cfg.search.generations, len(view.history))
-    view = dataclasses.replace(view, state=RunState(cfg.search.generations, done, len(view.records), True))
+    done = cfg.search.generations
+    view = RunView(folder, cfg, scoring, list(records), list(front), {}, {}, pd.DataFrame(),
+                   RunState(done, done, len(records), True))
     return save(pareto_figure(view), folder.plot_path, "png")

@@ -147,9 +147,6 @@ class RunView:
                 f"{s.generations} generations ({len(self.records)} evaluations)\nbackend "
                 f"{self.backend_label()}{state}")
 
-    def label(self, o: Objective) -> str:
-        return axis_label(o, self.records)
-
     # -- tables -----------------------------------------------------------------------------
     def generations(self) -> list[int]:
         """Generation of each record (inferred from journal order for format-1 journals)."""
@@ -178,8 +175,3 @@ class RunView:
                 for r in self.front]
         return pd.DataFrame(rows, columns=["arch_id", *keys, "description"])
 
-    def record(self, arch_id: str) -> EvalRecord | None:
-        for r in self.records:
-            if r.arch_id == arch_id:
-                return r
-        return None

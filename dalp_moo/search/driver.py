@@ -397,11 +397,12 @@ def _search(folder: RunFolder, start: _Start, t_start: float) -> SearchOutcome:
                     continue
                 replaying = False
                 _check_replay(start.tracker)
-            _, summary = summarise(folder.records(), scoring, elapsed)
+            records = folder.records()
+            _, summary = summarise(records, scoring, elapsed)
             folder.save_progress({"generations_done": algorithm.n_iter - 1, "generations": cfg.search.generations,
                                   "evaluations": summary["evaluations"], "elapsed_s": elapsed,
                                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            write_history(folder, folder.records(), scoring, cfg.search.population, algorithm.n_iter - 1)
+            write_history(folder, records, scoring, cfg.search.population, algorithm.n_iter - 1)
             best = summary[f"best_{first.key}"]
             logger.info("generation %d/%d: %d evaluations so far (%d failed), front %d, best %s %s, HV %.4f",
                         algorithm.n_gen - 1 if algorithm.n_gen else 0, cfg.search.generations,

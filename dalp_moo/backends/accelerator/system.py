@@ -315,12 +315,12 @@ class _Schedule:
             e_op = self.plan.op_energy[self.i]
             util = self.plan.op_util[self.i]
         elif loc == "pool":
-            compute, start_c, end, e_op, util = _vector_op(spec.macs, cfg.pool_units, cfg.pool_pj_per_op,
-                                                           max(ready, self.pool_free))
+            start_c = max(ready, self.pool_free)
+            compute, end, e_op, util = _vector_op(spec.macs, cfg.pool_units, cfg.pool_pj_per_op, start_c)
             self.pool_free = end
         else:
-            compute, start_c, end, e_op, util = _vector_op(spec.macs, cfg.simd_lanes, cfg.simd_pj_per_op,
-                                                           max(ready, self.simd_free))
+            start_c = max(ready, self.simd_free)
+            compute, end, e_op, util = _vector_op(spec.macs, cfg.simd_lanes, cfg.simd_pj_per_op, start_c)
             self.simd_free = end
         energy = e_op + e_dram + e_fill + e_xfer + e_noc
         self.energy += energy
@@ -427,11 +427,12 @@ def ga_allocation(cfg: AcceleratorConfig, plan: _Plan, seeds: list[list[int]]) -
     return best["x"], best["n"]
 
 
-def _vector_op(ops: int, lanes: int, pj_per_op: float, start: float) -> tuple[float, float, float, float, float]:
-    """A pooling or SIMD layer on its unit: ``(compute cycles, start, end, energy pJ, utilisation)``."""
+def _vector_op(ops: int, lanes: int, pj_per_op: float, start: float) -> tuple[float, float, float, float]:
+    """A pooling or SIMD layer on its unit from cycle ``start``: ``(compute cycles, end, energy pJ,
+    utilisation)``."""
     compute = float(math.ceil(ops / lanes))
     util = ops / (lanes * compute) if compute else 0.0
-    return compute, start, start + compute, ops * pj_per_op, util
+    return compute, start + compute, ops * pj_per_op, util
 
 
 class AcceleratorModel:
