@@ -28,7 +28,6 @@ from matplotlib.ticker import MaxNLocator
 
 from dalp_moo.application import Objective
 from dalp_moo.errors import DalpError
-from dalp_moo.results.pareto import hypervolume
 from dalp_moo.results.view import RunView, axis_label
 
 MARKERS = ("o", "s", "^", "v", "P", "X", "D", "<", ">", "*")
@@ -96,7 +95,8 @@ def compare(paths: Sequence[str | Path]) -> Comparison:
     if len(set(names)) < len(names):  # same folder name under different parents
         names = [str(v.path) for v in views]
     reference = shared_reference(views)
-    views = [RunView.load(v.path, reference_point=reference) for v in views]
+    own_hv = [v.summary["hypervolume"] for v in views]  # against each run's own reference point
+    views = [v.with_reference(reference) for v in views]
     settings = [setting_of(v) for v in views]
     all_keys = sorted(set().union(*settings))
     varying = [k for k in all_keys if len({s.get(k) for s in settings}) > 1]
@@ -108,12 +108,12 @@ def compare(paths: Sequence[str | Path]) -> Comparison:
         labels.append(label)
     first = views[0].objectives[0]
     rows = []
-    for v, name, label in zip(views, names, labels, strict=True):
+    for v, name, label, hv_own in zip(views, names, labels, own_hv, strict=True):
         rows.append({
             "run": name, "setting": label, "seed": v.cfg.search.seed, "algorithm": v.cfg.search.algorithm,
             "state": v.state.label, "evaluations": len(v.records), "front_size": len(v.front),
             f"best_{first.key}": v.summary.get(f"best_{first.key}"),
-            "hypervolume_own": hypervolume(v.front, v.objectives, v.folder.scoring(v.cfg).reference_point),
+            "hypervolume_own": hv_own,
             "hypervolume_shared": v.summary["hypervolume"], "emulated": v.emulated,
         })
     runs = pd.DataFrame(rows)

@@ -18,7 +18,7 @@ from typing import Any
 
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
-from dalp_moo.results.view import RunView, format_value
+from dalp_moo.results.view import RunView, format_value, with_unit
 
 
 def _clock(seconds: float) -> str:
@@ -195,9 +195,7 @@ def show_text(view: RunView) -> str:
                  f"(reference point: {ref})")
     best = s.get("best_metrics")
     if best:
-        shown = ", ".join(f"{o.name} {format_value(best.get(o.key), o.unit)}"
-                          + (f" {o.unit}" if o.unit not in ('', 'fraction', 'parameters') else "")
-                          for o in view.objectives)
+        shown = ", ".join(f"{o.name} {with_unit(best.get(o.key), o.unit)}" for o in view.objectives)
         tag = " (emulated)" if view.emulated else ""
         lines.append(f"best{tag}: {s['best_arch_id']}: {shown}")
     else:

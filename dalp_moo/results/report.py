@@ -24,7 +24,7 @@ import pandas as pd
 
 from dalp_moo.results.plots import figures
 from dalp_moo.results.run_folder import atomic_write_text
-from dalp_moo.results.view import RunView, format_value
+from dalp_moo.results.view import RunView, format_value, with_unit
 
 REPORT_FILE = "report.html"
 
@@ -117,7 +117,7 @@ def report_html(view: RunView) -> str:
         ("Pareto front", f"{s['front_size']} candidates"),
         ("hypervolume", f"{s['hypervolume']:.4f} (reference point: {ref})"),
         ("best candidate", s.get("best_arch_id") or "-"),
-        *((f"best: {o.name}", _with_unit(best.get(o.key), o.unit)) for o in view.objectives),
+        *((f"best: {o.name}", with_unit(best.get(o.key), o.unit)) for o in view.objectives),
         ("backend", view.backend_label()),
     ]))
     figs = figures(view)
@@ -152,11 +152,6 @@ def report_html(view: RunView) -> str:
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_esc(view.name)}: dalp_moo report</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-
-
-def _with_unit(value: Any, unit: str) -> str:
-    text = format_value(value, unit)
-    return text if text == "-" or unit in ("", "fraction", "parameters") else f"{text} {unit}"
 
 
 def _label_text(view: RunView) -> str:

@@ -10,6 +10,7 @@ this class.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,12 @@ def format_value(value: Any, unit: str) -> str:
     return f"{v:.4g}"
 
 
+def with_unit(value: Any, unit: str) -> str:
+    """:func:`format_value` followed by the unit where it is not implied (``2.282 ms``)."""
+    text = format_value(value, unit)
+    return text if text == "-" or unit in ("", "fraction", "parameters") else f"{text} {unit}"
+
+
 @dataclass
 class RunView:
     """Everything needed to look at one run folder (read once)."""
@@ -102,18 +109,25 @@ class RunView:
         folder = RunFolder.open(path)
         cfg = folder.config()
         scoring = folder.scoring(cfg)
-        if reference_point is not None:
-            scoring = Scoring(scoring.objectives, scoring.constraints, dict(reference_point))
         records = folder.records()
         front, summary = summarise(records, scoring)
         stored = folder.path / HISTORY_FILE
-        if reference_point is None and stored.is_file():
+        if stored.is_file():
             history = pd.read_csv(stored)
-        else:  # older runs (no history.csv), or hypervolumes against another reference point
+        else:  # older runs (no history.csv)
             history = history_table(records, scoring, cfg.search.population)
         state = run_state(folder, records, cfg)
-        return cls(folder, cfg, scoring, records, front, summary, folder.meta(), history, state,
+        view = cls(folder, cfg, scoring, records, front, summary, folder.meta(), history, state,
                    warnings_of(records))
+        return view if reference_point is None else view.with_reference(reference_point)
+
+    def with_reference(self, reference_point: dict[str, float]) -> RunView:
+        """The same run with hypervolumes (summary, history) against ``reference_point``
+        (natural units per objective key); nothing is read again."""
+        scoring = Scoring(self.scoring.objectives, self.scoring.constraints, dict(reference_point))
+        front, summary = summarise(self.records, scoring)
+        return dataclasses.replace(self, scoring=scoring, front=front, summary=summary,
+                                   history=history_table(self.records, scoring, self.cfg.search.population))
 
     # -- labels -----------------------------------------------------------------------------
     @property
