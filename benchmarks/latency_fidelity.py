@@ -249,15 +249,6 @@ def main() -> None:
     if args.myriad_only and RESULTS.exists():
         old = json.loads(RESULTS.read_text())
         out.update({k: v for k, v in old.items() if k.startswith(("host_", "query_cost")) or k == "val"})
-        if "settings" in old and "host_settings" not in out:
-            out["host_settings"] = {**old["settings"], "load_avg_before": old.get("load_avg_before"),
-                                    "load_avg_after": old.get("load_avg_after")}
-        out.setdefault("host_calibrations", {
-            host_slug(): {"host": host_id(), "file": f"openvino_cpu_t1_{args.precision}_{host_slug()}.json",
-                          "within_10pct": out.get("host_within_10pct"), "kendall_tau": out.get("host_kendall_tau"),
-                          "median_abs_error": out.get("host_median_abs_error"), "n_val": out.get("host_n_val")},
-            "amd-epyc": {"status": "not produced: no AMD EPYC machine was available where this was built; "
-                                   "run 'python -m dalp_moo calibrate host' on one"}})
     if args.recheck_host:
         out["host_remeasurement"] = host_recheck(args)
     out.update(myriad_part(args.quick, write=not args.no_write_calibration))
