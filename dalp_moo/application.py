@@ -35,7 +35,8 @@ DIRECTIONS = ("max", "min")
 MISSING_METRIC = 1e6
 
 
-def _finite(value: Any) -> float | None:
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or None for None, strings, booleans, NaN, inf and non-numbers."""
     if value is None or isinstance(value, (str, bool)):
         return None
     try:
@@ -66,7 +67,7 @@ class Objective:
 
     def natural(self, value: Any) -> float:
         """``value`` in natural units, ``worst`` when missing or non-finite."""
-        v = _finite(value)
+        v = finite_float(value)
         return self.worst if v is None else v
 
     def minimised(self, value: Any) -> float:
@@ -83,7 +84,7 @@ class Objective:
 
     def format(self, value: Any) -> str:
         """Short display of a natural value: name, value, unit (``latency 2.161 ms``)."""
-        v = _finite(value)
+        v = finite_float(value)
         if v is None:
             return f"{self.name} -"
         text = f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.4g}"
@@ -103,21 +104,21 @@ class Constraint:
 
     def violation(self, metrics: Mapping[str, Any]) -> float:
         """``metrics[key] - upper`` (<= 0: satisfied); missing/non-finite -> large positive."""
-        v = _finite(metrics.get(self.key))
+        v = finite_float(metrics.get(self.key))
         if v is None:
             return max(MISSING_METRIC - self.upper, 1.0)
         return float(v - self.upper)
 
     def explain(self, metrics: Mapping[str, Any]) -> str:
         """One line saying how ``metrics`` violate this constraint (for failure reasons)."""
-        v = _finite(metrics.get(self.key))
+        v = finite_float(metrics.get(self.key))
         shown = "missing" if v is None else f"{v:g}"
         unit = f" {self.unit}" if self.unit else ""
         return f"{self.key} {shown}{unit} > {self.name} {self.upper:g}{unit}"
 
     def known(self, metrics: Mapping[str, Any]) -> bool:
         """Whether ``metrics`` hold a finite value of this constraint's metric."""
-        return _finite(metrics.get(self.key)) is not None
+        return finite_float(metrics.get(self.key)) is not None
 
 
 class RecordLike(Protocol):

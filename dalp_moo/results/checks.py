@@ -10,12 +10,12 @@ them. The check applies to records that carry ``vessel_iou`` and ``deployed_miou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dalp_moo.application import finite_float
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
 
@@ -25,12 +25,6 @@ IOU_ZERO = 1e-6
 DEGENERATE_SHARE = 0.5
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def degenerate_reason(record: EvalRecord) -> str:
@@ -38,8 +32,8 @@ def degenerate_reason(record: EvalRecord) -> str:
     record carries no per-class figures)."""
     if not record.ok:
         return ""
-    vessel = _num(record.metrics.get("vessel_iou"))
-    miou = _num(record.metrics.get("deployed_miou"))
+    vessel = finite_float(record.metrics.get("vessel_iou"))
+    miou = finite_float(record.metrics.get("deployed_miou"))
     if vessel is None or miou is None:
         return ""
     if vessel <= IOU_ZERO:
@@ -56,7 +50,7 @@ def degenerate(records: Sequence[EvalRecord]) -> list[EvalRecord]:
 
 def degenerate_warning(records: Sequence[EvalRecord]) -> str:
     """One warning line when most successful candidates are degenerate, else ""."""
-    ok = [r for r in records if r.ok and _num(r.metrics.get("vessel_iou")) is not None]
+    ok = [r for r in records if r.ok and finite_float(r.metrics.get("vessel_iou")) is not None]
     bad = degenerate(ok)
     if not ok or len(bad) <= DEGENERATE_SHARE * len(ok):
         return ""

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from dalp_moo.application import Objective
+from dalp_moo.application import Objective, finite_float
 from dalp_moo.application import feasible as is_feasible
 from dalp_moo.errors import DalpError
 from dalp_moo.evaluation.record import EvalRecord
@@ -69,12 +69,11 @@ def save(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
     return path
 
 
+
+
 def _num(value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
+    v = finite_float(value)
+    return math.nan if v is None else v
 
 
 def _values(records: Sequence[EvalRecord], key: str) -> np.ndarray:
