@@ -97,6 +97,9 @@ class DataConfig:
     normalization: str = "raw"  #: 'raw' digital numbers, 'standardize' per band, or 'scale'
     scale: float = 1.0 / 4095.0  #: factor applied to inputs when normalization = 'scale'
     cache_dir: str = nohash("")  #: where generated data are cached ('' = in memory only)
+    #: synthetic: generator parameters over the variant's (dalp_moo.data.scene.GeneratorParams),
+    #: e.g. ``{misregistration_px = 0, p_cloud = 0.1}``; enters the data's cache key
+    generator: dict[str, Any] = field(default_factory=dict, metadata={"hash": "unless_default"})
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source", "must not be empty")
@@ -107,6 +110,15 @@ class DataConfig:
         _check(0 <= self.seed <= MAX_SEED, "data.seed", f"must be in 0..{MAX_SEED}, got {self.seed}")
         _choice(self.normalization, ("raw", "standardize", "scale"), "data.normalization")
         _check(self.scale > 0, "data.scale", "must be > 0")
+        if self.generator:
+            from dalp_moo.data.scene import GeneratorParams, with_overrides
+
+            _check(self.source.partition(":")[0] == "synthetic", "data.generator",
+                   f"applies to synthetic sources only, not {self.source!r}")
+            try:
+                with_overrides(GeneratorParams(), self.generator)
+            except ValueError as exc:
+                raise ConfigError(f"config value data.generator.{exc}") from None
 
 
 @dataclass(frozen=True)
@@ -233,9 +245,18 @@ def check_scheduler_address(address: str, key: str = "search.scheduler") -> None
 
 
 def _hashed(section: Any) -> dict[str, Any]:
-    """The fields of a section dataclass that enter the evaluation hash."""
+    """The fields of a section dataclass that enter the evaluation hash (a field added after
+    the first release, marked ``hash="unless_default"``, only when set, so that older runs
+    and caches keep their hashes)."""
     values = dataclasses.asdict(section)
-    return {f.name: values[f.name] for f in fields(section) if f.metadata.get("hash", True)}
+    out = {}
+    for f in fields(section):
+        mode = f.metadata.get("hash", True)
+        if mode == "unless_default" and values[f.name] == dataclasses.asdict(type(section)())[f.name]:
+            continue
+        if mode:
+            out[f.name] = values[f.name]
+    return out
 
 
 @dataclass(frozen=True)

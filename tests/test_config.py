@@ -1,6 +1,6 @@
 import pytest
 
-from dalp_moo.config import build_config, load_config, parse_override, read_file, to_toml
+from dalp_moo.config import _hashed, build_config, load_config, parse_override, read_file, to_toml
 from dalp_moo.errors import ConfigError
 
 
@@ -112,9 +112,19 @@ def test_evaluation_hash_declared_on_fields():
     for override in same:
         assert load_config("smoke", overrides=[override]).evaluation_hash() == a.evaluation_hash(), override
     different = [{"train": {"epochs": 3}}, {"search": {"seed": 1}}, {"backend": {"name": "analytic"}},
-                 {"constraints": {"param_cap": 50_000}}, {"data": {"n_tiles": 50}}]
+                 {"constraints": {"param_cap": 50_000}}, {"data": {"n_tiles": 50}},
+                 {"data": {"generator": {"p_cloud": 0.0}}}]
     for override in different:
         assert load_config("smoke", overrides=[override]).evaluation_hash() != a.evaluation_hash(), override
+
+
+def test_field_added_later_enters_the_hash_only_when_set():
+    # data.generator came after the first release: left empty, a run keeps its earlier hash
+    a = load_config("smoke")
+    assert "generator" not in _hashed(a.data)
+    assert _hashed(load_config("smoke", overrides=[{"data": {"generator": {"p_haze": 0.1}}}]).data)[
+        "generator"] == {"p_haze": 0.1}
+    assert load_config("smoke", overrides=[{"data": {"generator": {}}}]).evaluation_hash() == a.evaluation_hash()
 
 
 def test_backend_options_table(tmp_path):

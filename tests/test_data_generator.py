@@ -32,7 +32,7 @@ from dalp_moo.data.scene import (
     tile_rng,
 )
 from dalp_moo.data.synthetic import generate_tiles, split_bounds
-from dalp_moo.errors import DataError
+from dalp_moo.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,57 @@ def test_named_variants() -> None:
     assert cloudy.spec.key() != clear.spec.key()
     with pytest.raises(DataError, match="unknown variant"):
         open_source(DataConfig(source="synthetic:foggy"))
+
+
+def test_generator_overrides_change_the_data_and_its_key() -> None:
+    base = open_source(DataConfig(n_tiles=20, tile_size=32))
+    cfg = DataConfig(n_tiles=20, tile_size=32,
+                     generator={"misregistration_px": 0, "cloud_cover": [0.1, 0.2], "p_cloud": 1})
+    changed = open_source(cfg)
+    assert changed.spec.params.misregistration_px == 0
+    assert changed.spec.params.cloud_cover == (0.1, 0.2)
+    assert changed.spec.params.p_cloud == 1.0 and isinstance(changed.spec.params.p_cloud, float)
+    assert changed.spec.key() != base.spec.key()
+    assert changed.describe()["generator_changes"] == {"misregistration_px": 0, "cloud_cover": (0.1, 0.2),
+                                                       "p_cloud": 1.0}
+    assert base.describe()["generator_changes"] == {}
+    # applied over a named variant
+    clear = open_source(DataConfig(source="synthetic:clear", n_tiles=20, tile_size=32,
+                                   generator={"p_haze": 0.5}))
+    assert clear.spec.params.p_cloud == 0.0 and clear.spec.params.p_haze == 0.5
+
+
+@pytest.mark.parametrize("generator, message", [
+    ({"misreg": 0}, "data.generator.misreg: unknown"),
+    ({"p_cloud": 1.5}, "data.generator.p_cloud: a probability"),
+    ({"length_px": [9, 3]}, "data.generator.length_px: expected \\[low, high\\]"),
+    ({"length_px": 3}, "data.generator.length_px: expected \\[low, high\\]"),
+    ({"read_noise_dn": -1}, "data.generator.read_noise_dn: expected a number >= 0"),
+    ({"read_noise_dn": "loud"}, "data.generator.read_noise_dn: expected a number >= 0"),
+    ({"misregistration_px": 1.5}, "data.generator.misregistration_px: expected a whole number"),
+    ({"misregistration_jitter_px": 2}, "data.generator.misregistration_jitter_px: must be 0 or 1"),
+])
+def test_generator_overrides_are_checked(generator: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(generator=generator)
+
+
+def test_generator_overrides_need_a_synthetic_source() -> None:
+    with pytest.raises(ConfigError, match="synthetic sources only"):
+        DataConfig(source="folder:/data", generator={"p_cloud": 0.0})
+
+
+def test_misregistration_jitter_switch() -> None:
+    still = GeneratorParams(misregistration_jitter_px=0)
+    differs = 0
+    for index in range(6):
+        a, ma = make_tile(3, index, 32, 4)
+        b, mb = make_tile(3, index, 32, 4, still)
+        # the same random stream either way: reference band and mask are unchanged
+        assert np.array_equal(ma, mb) and np.array_equal(a[1], b[1])
+        differs += int(not np.array_equal(a, b))
+    assert differs > 0  # some tile had a jittered band
+    # without misregistration the jitter has nothing to move
+    a, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0))
+    b, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0, misregistration_jitter_px=0))
+    assert np.array_equal(a, b)

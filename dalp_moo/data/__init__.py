@@ -18,7 +18,7 @@ from dalp_moo.data.chips import CHIP_CLASSES, ChipSource, open_chip_source
 from dalp_moo.data.loaders import AirbusSource, FolderSource, open_airbus, open_folder
 from dalp_moo.data.normalization import normalization_params
 from dalp_moo.data.rle import rle_decode, rle_encode
-from dalp_moo.data.scene import GeneratorParams
+from dalp_moo.data.scene import GeneratorParams, with_overrides
 from dalp_moo.data.synthetic import VARIANTS, SyntheticSource, SyntheticSpec, variant_params
 from dalp_moo.errors import DataError
 
@@ -33,7 +33,7 @@ def open_source(cfg: DataConfig) -> SegmentationSource:
     """Open the data source named by ``cfg.source``."""
     prefix, _, path = cfg.source.partition(":")
     if prefix == "synthetic":
-        params = variant_params(path or "default")
+        params = with_overrides(variant_params(path or "default"), cfg.generator)
         spec = SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed, params)
         return SyntheticSource(spec, cache_dir=cfg.cache_dir, name=cfg.source)
     if prefix in LOADERS and path:

@@ -17,7 +17,12 @@ order or in parallel.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,10 +81,49 @@ class GeneratorParams:
     rocks_density: float = 0.3  #: mean rocks / islets per 64x64 (hard negatives)
     sparkle_density: float = 0.7  #: mean glint sparkles per 64x64 (hard negatives)
     small_cloud_density: float = 0.2  #: mean small cumulus puffs per 64x64 (hard negatives)
-    misregistration_px: int = 2  #: largest band-to-band shift (px)
+    misregistration_px: int = 2  #: largest band-to-band shift (px): fixed per-band offset plus jitter
+    misregistration_jitter_px: int = 1  #: per-tile random part of each band's shift (0 or 1 px)
     read_noise_dn: float = 6.0  #: read noise standard deviation (DN)
     shot_noise: float = 0.25  #: shot-noise variance per DN of signal (DN)
     striping_dn: float = 4.0  #: column-to-column offset standard deviation (DN)
+
+
+def with_overrides(base: GeneratorParams, overrides: Mapping[str, Any]) -> GeneratorParams:
+    """``base`` with some fields replaced (field name -> value), for ``data.generator``.
+
+    Ranges are given as two numbers ``[low, high]``; probabilities (``p_*``) lie in [0, 1];
+    densities, sizes and noise levels are >= 0; ``misregistration_jitter_px`` is 0 or 1.
+    Raises ``ValueError`` naming the first unknown field or bad value.
+    """
+    known = {f.name: f for f in dataclasses.fields(GeneratorParams)}
+    changes: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise ValueError(f"{name}: unknown generator parameter"
+                             + (f" (did you mean {hint[0]}?)" if hint else ""))
+        default = getattr(base, name)
+        if isinstance(default, tuple):
+            ok = (isinstance(value, (list, tuple)) and len(value) == 2
+                  and all(_is_number(v) for v in value) and 0 <= value[0] <= value[1])
+            if not ok:
+                raise ValueError(f"{name}: expected [low, high] with 0 <= low <= high, got {value!r}")
+            changes[name] = (float(value[0]), float(value[1]))
+            continue
+        if not _is_number(value) or value < 0:
+            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        if isinstance(default, int) and not (isinstance(value, int) or float(value).is_integer()):
+            raise ValueError(f"{name}: expected a whole number, got {value!r}")
+        if name.startswith("p_") and value > 1:
+            raise ValueError(f"{name}: a probability must be in [0, 1], got {value!r}")
+        if name == "misregistration_jitter_px" and value not in (0, 1):
+            raise ValueError(f"{name}: must be 0 or 1, got {value!r}")
+        changes[name] = type(default)(value)
+    return dataclasses.replace(base, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- sensor
@@ -455,8 +499,9 @@ def render_scene(rng: np.random.Generator, size: int, bands: int, p: GeneratorPa
         if b == min(REFERENCE_BAND, bands - 1) or pad == 0:
             dy = dx = 0
         else:
-            dy = int(np.clip(base_shift[b] + rng.integers(-1, 2), -pad, pad))
-            dx = int(np.clip(rng.integers(-1, 2), -pad, pad))
+            jy, jx = rng.integers(-1, 2), rng.integers(-1, 2)  # drawn either way: same stream
+            dy = int(np.clip(base_shift[b] + jy * p.misregistration_jitter_px, -pad, pad))
+            dx = int(np.clip(jx * p.misregistration_jitter_px, -pad, pad))
         image[b] = refl[b, pad + dy: pad + dy + size, pad + dx: pad + dx + size]
     signal = image * gain[:, None, None]
     noise_sd = np.sqrt(p.read_noise_dn**2 + p.shot_noise * np.clip(signal, 0, None))

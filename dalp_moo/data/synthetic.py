@@ -224,11 +224,14 @@ class SyntheticSource:
         return self._stats
 
     def describe(self) -> dict:
-        """Tiles per split, bands, value range (DN), vessel pixel fraction, generator key."""
+        """Tiles per split, bands, value range (DN), vessel pixel fraction, generator key and the
+        generator parameters that differ from the default (``generator_changes``)."""
         out: dict = {"source": self.name, "bands": self.bands,
                      "band_names": list(self.band_names), "tile_size": self.spec.tile_size,
                      "seed": self.spec.seed, "generator_version": GENERATOR_VERSION,
                      "generator_key": self.spec.key(),
+                     "generator_changes": {k: v for k, v in dataclasses.asdict(self.spec.params).items()
+                                           if v != getattr(GeneratorParams(), k)},
                      "mask_reference_band": min(REFERENCE_BAND, self.bands - 1)}
         total_px = 0
         vessel_px = 0

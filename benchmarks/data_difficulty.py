@@ -1,0 +1,120 @@
+"""What limits FP32 mIoU on the embedded data? One hard case of the scene generator removed at a
+time, and more epochs on the unchanged data, for the 66.5k conv-BN-ReLU U-Net on raw digital
+numbers (``data_baseline.BASELINES[0]``) under the balanced recipe.
+
+Every setting trains ``--seeds`` models (training seeds 0..n-1, the same data seed) at the
+default preset's budget (6 FP32 epochs, 600 tiles of 64 px) unless the setting names its own
+epochs. A setting is a ``data.generator`` table (see ``dalp_moo.data.scene.GeneratorParams``), a
+named variant (``synthetic:clear``) or an epoch count. Scores are test-split (held out) mIoU.
+
+This is a diagnosis, not a tuning loop: the default data stay as they are (raw L0-like scenes,
+with band-to-band misregistration, see README "Data").
+
+    python benchmarks/data_difficulty.py [--seeds 3] [--settings NAME,NAME] [--threads 1]
+
+Prints a table and writes benchmarks/results/data_difficulty.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data_baseline import BASELINES, genome_for, train_one  # noqa: E402
+
+from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
+from dalp_moo.model import ParamCounter  # noqa: E402
+from dalp_moo.space import SearchSpace  # noqa: E402
+
+#: name -> (data.source, data.generator changes, epochs or None for the preset's)
+SETTINGS: dict[str, tuple[str, dict[str, Any], int | None]] = {
+    "default": ("synthetic", {}, None),
+    "no misregistration": ("synthetic", {"misregistration_px": 0}, None),
+    "fixed band offsets only": ("synthetic", {"misregistration_jitter_px": 0}, None),
+    "no clouds": ("synthetic", {"p_cloud": 0.0, "small_cloud_density": 0.0}, None),
+    "no land": ("synthetic", {"p_land": 0.0, "rocks_density": 0.0}, None),
+    "no dark/rust hulls": ("synthetic", {"p_dark_hull": 0.0, "p_rust_hull": 0.0}, None),
+    "no glint": ("synthetic", {"p_glint": 0.0, "sparkle_density": 0.0}, None),
+    "no haze": ("synthetic", {"p_haze": 0.0}, None),
+    "no wakes": ("synthetic", {"p_moving": 0.0}, None),
+    "no sensor noise": ("synthetic", {"read_noise_dn": 0.0, "shot_noise": 0.0, "striping_dn": 0.0}, None),
+    "clear variant": ("synthetic:clear", {}, None),
+    "default, 12 epochs": ("synthetic", {}, 12),
+    "default, 18 epochs": ("synthetic", {}, 18),
+}
+
+
+def main() -> None:
+    default = load_config("default")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per setting")
+    ap.add_argument("--settings", default="", help="comma-separated names of SETTINGS (default: all)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/data_difficulty.json")
+    args = ap.parse_args()
+    names = [n for n in args.settings.split(",") if n] or list(SETTINGS)
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        ap.error(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    torch.set_num_threads(args.threads)
+    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
+                        count=ParamCounter(default.data.bands, 2))
+    label, block, coeff, kernel, unit, norm = BASELINES[0]
+    arch = space.decode(genome_for(space, block, coeff, kernel, unit))
+    t_start = time.perf_counter()
+    table: dict[str, dict[str, Any]] = {}
+    rows: list[dict] = []
+    for name in names:
+        source, changes, epochs = SETTINGS[name]
+        dcfg = dataclasses.replace(default.data, source=source, generator=changes, normalization=norm)
+        tcfg = dataclasses.replace(default.train, epochs=epochs or default.train.epochs, regime="fp32",
+                                   device="cpu", recipe="balanced")
+        runs = []
+        for seed in range(args.seeds):
+            r = train_one(arch, dcfg, tcfg, seed, label, "balanced")
+            r["setting"] = name
+            runs.append(r)
+            rows.append(r)
+        ok = [r for r in runs if r["trained"]]
+        test = [r["test_miou"] for r in ok]
+        table[name] = {
+            "source": source, "generator": changes, "epochs": tcfg.epochs, "seeds": len(runs),
+            "trained": len(ok), "degenerate": sum(r["degenerate"] for r in ok),
+            "mean_test_miou": statistics.mean(test) if test else None,
+            "min_test_miou": min(test, default=None), "max_test_miou": max(test, default=None),
+            "mean_val_miou": statistics.mean(r["val_miou"] for r in ok) if ok else None,
+            "mean_test_vessel_iou": statistics.mean(r["test_vessel_iou"] for r in ok) if ok else None,
+            "train_s": sum(r.get("train_s", 0.0) for r in runs)}
+        t = table[name]
+        print(f"{name:26s} ep {t['epochs']:2d}  test mIoU {t['mean_test_miou']:.3f} "
+              f"[{t['min_test_miou']:.3f}, {t['max_test_miou']:.3f}]  val {t['mean_val_miou']:.3f}  "
+              f"vessel IoU {t['mean_test_vessel_iou']:.3f}  degenerate {t['degenerate']}", flush=True)
+    base = table.get("default", {}).get("mean_test_miou")
+    for t in table.values():
+        t["delta_vs_default"] = (t["mean_test_miou"] - base
+                                 if base is not None and t["mean_test_miou"] is not None else None)
+    out = {"benchmark": "data_difficulty", "model": {"label": label, "arch": arch.describe(),
+                                                     "params": rows[0]["params"] if rows else None},
+           "budget": {"epochs": default.train.epochs, "n_tiles": default.data.n_tiles,
+                      "tile_size": default.data.tile_size, "recipe": "balanced",
+                      "batch_size": default.train.batch_size, "data_seed": default.data.seed},
+           "settings": table, "rows": rows, "torch": torch.__version__, "threads": args.threads,
+           "wall_s": time.perf_counter() - t_start,
+           "note": "test-split mIoU (held out) of FP32 training; mean over training seeds; "
+                   "the default data are not changed by this benchmark"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
