@@ -319,13 +319,39 @@ def _f(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3f}"
 
 
+def build_summary(cases: list[dict], settings: dict, emulated: dict[str, bool], partial: bool,
+                  extra: dict | None = None) -> dict:
+    """The JSON document: per-target summaries, the mean ptq gap per emulated variant (when every
+    case has them), ``extra`` keys and the cases."""
+    summary = {"benchmark": "deployment_gap", "partial": partial, "settings": settings,
+               "gap_threshold": GAP_THRESHOLD,
+               "targets": {k: summarise_target(cases, k, e) for k, e in emulated.items()}}
+    if cases and all(c["ptq_variants"] for c in cases):
+        summary["mean_variant_gap"] = {v: statistics.mean(c["fp32_miou"] - c["ptq_variants"][v] for c in cases)
+                                       for v in VARIANTS}
+    return {**summary, **(extra or {}), "cases": cases}
+
+
+def print_summary(summary: dict) -> None:
+    """The per-target table (and the mean gap per emulated variant)."""
+    print(f"{'target':<18}{'emulated':>9}{'cases':>6}{'gap>':>6}{'fp32':>7}{'ptq':>7}{'dalp':>7}"
+          f"{'ft32':>7}{'ft32ptq':>8}{'rec/ctl':>8}{'degen':>6}")
+    for k, t in summary["targets"].items():
+        print(f"{k:<18}{str(t['emulated']):>9}{t['cases']:>6}{t['cases_with_gap']:>6}"
+              f"{_f(t['mean_fp32_miou']):>7}{_f(t['mean_ptq_miou']):>7}{_f(t['mean_dalp_miou']):>7}"
+              f"{_f(t['mean_ft32_miou']):>7}{_f(t['mean_ft32_ptq_miou']):>8}"
+              f"{_f(t['gap_recovered_vs_control'], True):>8}{t['degenerate_cases']:>6}")
+    if "mean_variant_gap" in summary:
+        print("mean ptq gap per emulated variant: " + ", ".join(
+            f"{k} {v:+.4f}" for k, v in summary["mean_variant_gap"].items()))
+
+
 def merge(paths: list[str], out: Path) -> None:
     """Recompute the summary of the cases of several runs (same settings except ``archs``)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    cases = [c for part in parts for c in part["cases"]]
     seen: set[tuple] = set()
     unique = []
-    for c in cases:
+    for c in (c for part in parts for c in part["cases"]):
         if (c["arch"], c["seed"]) not in seen:
             seen.add((c["arch"], c["seed"]))
             unique.append(c)
@@ -334,20 +360,11 @@ def merge(paths: list[str], out: Path) -> None:
     settings["merged_from"] = [str(p) for p in paths]
     emulated = {k: v["emulated"] for k, v in settings["targets"].items()}
     wanted = {(a, s) for a in settings["archs"] for s in range(int(settings["seeds"]))}
-    summary = {"benchmark": "deployment_gap", "partial": not wanted <= seen,
-               "settings": settings, "gap_threshold": GAP_THRESHOLD,
-               "targets": {k: summarise_target(unique, k, e) for k, e in emulated.items()}}
-    if unique and all(c["ptq_variants"] for c in unique):
-        summary["mean_variant_gap"] = {v: statistics.mean(c["fp32_miou"] - c["ptq_variants"][v]
-                                                          for c in unique) for v in VARIANTS}
-    summary["step_timing_per_arch"] = [t for p in parts for t in p.get("step_timing_per_arch", [])]
-    summary["wall_s_per_part"] = [p.get("wall_s") for p in parts]
-    summary["cases"] = unique
+    extra = {"step_timing_per_arch": [t for p in parts for t in p.get("step_timing_per_arch", [])],
+             "wall_s_per_part": [p.get("wall_s") for p in parts]}
+    summary = build_summary(unique, settings, emulated, not wanted <= seen, extra)
     out.write_text(json.dumps(summary, indent=2, default=float))
-    for k, t in summary["targets"].items():
-        print(f"{k:<18} emulated={t['emulated']} cases {t['cases']} with gap {t['cases_with_gap']} "
-              f"fp32 {_f(t['mean_fp32_miou'])} ptq {_f(t['mean_ptq_miou'])} dalp {_f(t['mean_dalp_miou'])} "
-              f"recovered vs control {_f(t['gap_recovered_vs_control'], True)} degenerate {t['degenerate_cases']}")
+    print_summary(summary)
     print(f"wrote {out} ({len(unique)} cases)")
 
 
@@ -433,12 +450,12 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    emulated = {k: v["emulated"] for k, v in targets.items()}
+
     def write(partial: bool, extra: dict | None = None) -> dict:
-        summary = {"benchmark": "deployment_gap", "partial": partial, "settings": settings,
-                   "gap_threshold": GAP_THRESHOLD,
-                   "targets": {k: summarise_target(cases, k, v["emulated"]) for k, v in targets.items()},
-                   **(extra or {}), "step_timing_per_arch": timings,
-                   "wall_s": time.perf_counter() - t_start, "cases": cases}
+        summary = build_summary(cases, settings, emulated, partial,
+                                {**(extra or {}), "step_timing_per_arch": timings,
+                                 "wall_s": time.perf_counter() - t_start})
         out.write_text(json.dumps(summary, indent=2, default=float))
         return summary
 
@@ -458,9 +475,6 @@ def main() -> None:
                   + ("  DEGENERATE" if case["degenerate"] else ""), flush=True)
             write(True)
     extra: dict[str, Any] = {}
-    if cases and args.variants:
-        extra["mean_variant_gap"] = {v: statistics.mean(c["fp32_miou"] - c["ptq_variants"][v] for c in cases)
-                                     for v in VARIANTS}
     if args.timing and timings:
         extra["step_time_ratio"] = statistics.median(t["ratio_median"] for t in timings)
         first = next(iter(targets.values()))
@@ -470,16 +484,7 @@ def main() -> None:
                                "note": "untrained weights (throughput does not depend on them)"}
     summary = write(False, extra)
     print()
-    print(f"{'target':<18}{'emulated':>9}{'cases':>6}{'gap>':>6}{'fp32':>7}{'ptq':>7}{'dalp':>7}"
-          f"{'ft32':>7}{'ft32ptq':>8}{'rec/ctl':>8}{'degen':>6}")
-    for k, t in summary["targets"].items():
-        print(f"{k:<18}{str(t['emulated']):>9}{t['cases']:>6}{t['cases_with_gap']:>6}"
-              f"{_f(t['mean_fp32_miou']):>7}{_f(t['mean_ptq_miou']):>7}{_f(t['mean_dalp_miou']):>7}"
-              f"{_f(t['mean_ft32_miou']):>7}{_f(t['mean_ft32_ptq_miou']):>8}"
-              f"{_f(t['gap_recovered_vs_control'], True):>8}{t['degenerate_cases']:>6}")
-    if "mean_variant_gap" in extra:
-        print("mean ptq gap per emulated variant: " + ", ".join(
-            f"{k} {v:+.4f}" for k, v in extra["mean_variant_gap"].items()))
+    print_summary(summary)
     print(f"wall {summary['wall_s']:.0f} s; wrote {out}")
 
 
