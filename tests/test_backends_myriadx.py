@@ -136,9 +136,10 @@ def test_estimators_work_on_standard_architectures(standard: dict[str, nn.Module
         assert all(math.isfinite(v) and v > 0 for v in est.values()), (b, est)
         assert est["vgg16"] > est["resnet50"], (b, est)
     my = {k: backends.get("myriadx").estimate_latency_ms(m, IMAGENET) for k, m in standard.items()}
-    # depthwise runs densely on the NCE: MobileNetV2 is far slower per MAC than ResNet-50
+    # depthwise runs densely on the NCE: MobileNetV2 is far slower per MAC than ResNet-50 (whose
+    # residual adds, on two SHAVEs next to the convolutions, are not free either)
     per_mac = {k: (my[k] - 1.8) / STANDARD[k][1] for k in my}
-    assert per_mac["mobilenetv2"] > 3 * per_mac["resnet50"]
+    assert per_mac["mobilenetv2"] > 2.5 * per_mac["resnet50"]
 
 
 def test_placement_and_fusions_on_resnet50(standard: dict[str, nn.Module]) -> None:

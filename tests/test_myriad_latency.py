@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,6 +88,37 @@ def test_shave_placement_and_shave_side_fusions() -> None:
     units = ml.place(trace_graph(Net().eval(), (1, 8, 16, 16)))
     # NCE: two convs, the depthwise conv, the FC; SHAVE: add, cat, bn, gelu, resize, mean
     assert units.count("nce") == 4 and "fused" in units and units.count("shave") == 6
+
+
+def test_post_op_stages_and_eltwise_next_to_hardware_run_on_two_shaves() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = F.silu(self.conv(x))                   # Swish: a PostOpStage
+            z = torch.sigmoid(x) + torch.tanh(x)       # Eltwise between SHAVE stages only: all SHAVEs
+            return torch.softmax(z, 1), y + self.conv(x)  # softmax: all SHAVEs; Eltwise fed by a conv: two
+
+    g = trace_graph(Net().eval(), (1, 8, 8, 8))
+    st = lower(g)
+    few = {s.attrs.get("op"): s.attrs.get("few_shaves") for s in st if s.kind == "shave"}
+    assert few == {"silu": True, "sigmoid": True, "tanh": True, "add": True, "softmax": False}
+    adds = [s for s in st if s.attrs.get("op") == "add"]
+    assert [s.attrs["few_shaves"] for s in adds] == [False, True]
+    assert st[0].attrs["few_shaves"] and st[-1].attrs["few_shaves"]  # FP32<->FP16 conversions
+    # hand-worked: SiLU of 8 x 8 x 8 = 512 elements in CMX, 2 of 8 SHAVEs:
+    # compute 512 x trans_ops 10 / (40 Gops/s x 2/8) = 0.512 us; memory 2 x 1024 B / (400 GB/s x 2/8) = 0.02048 us
+    p = MyriadXParams(shave_gops=40.0, trans_ops=10.0, cmx_gbps=400.0, shaves=8, post_op_shaves=2)
+    t = StageTable.of(g, 32, st)
+    c = ml.stage_costs(t, p)
+    i = next(j for j, s in enumerate(st) if s.attrs.get("op") == "silu")
+    assert c["compute"][i] == pytest.approx(512 * 10 / (40e9 * 0.25) * 1e3)
+    assert c["memory"][i] == pytest.approx(2 * 1024 / (400e9 * 0.25) * 1e3)
+    k = next(j for j, s in enumerate(st) if s.attrs.get("op") == "softmax")
+    full = ml.stage_costs(t, replace(p, post_op_shaves=8))
+    assert full["compute"][i] == pytest.approx(c["compute"][i] / 4) and full["compute"][k] == c["compute"][k]
 
 
 def test_every_op_belongs_to_one_stage_on_a_search_space_candidate() -> None:

@@ -31,7 +31,11 @@ from DDR, and a convolution whose activations spill to DDR computes at ``spill_e
 - fully connected: ``2 MAC / fc_gops`` against the weights streamed from DDR;
 - pooling: ``k x k x outputs / pool_gops`` against ``bytes / pool_gbps``;
 - SHAVE stages: ``shave_layer_ms + max(element ops / shave_gops, bytes / shave_gbps)`` (1 op per
-  element, 8 for transcendental activations / softmax / normalisation, 4 for bilinear resize);
+  element, ``trans_ops`` for transcendental activations / softmax / normalisation, 4 for bilinear
+  resize); ``shave_gops`` and ``shave_gbps`` are the rates of the request's ``shaves`` (8) SHAVEs. The
+  plugin runs activations, a stand-alone batch norm's scale / bias, nearest up-sampling and the
+  FP32<->FP16 conversions (``StageSHAVEsRequirements::TwoOrOne``) and an Eltwise next to a hardware
+  stage (``SHAVES_LIMITATION_FOR_HW``) on ``post_op_shaves`` (2) SHAVEs: both rates x 2 / 8;
   a concat costs ``concat_copy`` (fitted share, 0..1) of a SHAVE copy of its output;
 - per inference: ``fixed_ms`` (device).
 
@@ -106,6 +110,9 @@ class MyriadXParams:
     usb3_gbps: float = 0.30          #: FP32 host I/O over USB 3 (assumed)
     usb2_gbps: float = 0.035         #: FP32 host I/O over USB 2 (fitted)
     period_ratio: float = 1.75       #: single-request latency / throughput period (fitted)
+    shaves: int = 8                  #: SHAVEs of one request under two streams (published: Luxonis RVC2)
+    post_op_shaves: int = 2          #: SHAVEs of an activation / scale / convert / up-sampling stage, and of an
+    #: Eltwise next to a hardware stage (published: plugin source, ``TwoOrOne``, ``SHAVES_LIMITATION_FOR_HW``)
     streams: int = 2                 #: plugin executor streams: 2 (default) or 1
     single_stream_speedup: float = 2.0  #: compute-rate factor with ``streams=1`` (assumed)
     include_host: bool = False       #: add the host/USB term to the reported latency
@@ -142,7 +149,7 @@ PARAM_SOURCES: dict[str, str] = {
     "period_ratio": "fitted", "pool_gbps": "fitted", "trans_ops": "fitted", "overlap": "fitted",
     "spill_eff": "fitted",
     "ddr_gbps": "fitted",
-    "channel_block": "published", "dw_gbps": "published", "fc_gops": "published", "pool_gops": "published",
+    "channel_block": "published", "shaves": "published", "post_op_shaves": "published", "dw_gbps": "published", "fc_gops": "published", "pool_gops": "published",
     "cmx_mb": "published", "power_w": "published",
     "cmx_gbps": "assumed", "usb3_gbps": "assumed", "single_stream_speedup": "assumed",
 }
@@ -193,6 +200,15 @@ def _eff(c: float, block: int) -> float:
 
 def _transcendental(op: Op) -> bool:
     return op.kind == "act" and op.attrs.get("fn") in _TRANSCENDENTAL or op.kind in ("softmax", "norm")
+
+
+def _post_op(op: Op) -> bool:
+    """Whether the plugin runs ``op`` as a stage on one or two SHAVEs (``StageSHAVEsRequirements::
+    TwoOrOne``): activations and the per-channel scale / bias of a stand-alone batch norm
+    (its ``PostOpStage`` kernels) and nearest-neighbour up-sampling."""
+    if op.kind in ("act", "bn"):
+        return True
+    return op.kind == "resize" and "linear" not in str(op.attrs.get("mode"))
 
 
 def _elem_factor(op: Op) -> float:
@@ -298,14 +314,23 @@ def lower(graph: Graph, block: int = 32) -> list[Stage]:
             n = float(max(op.out_numel, op.in_numel if k == "reduce" else 0))
             stages.append(Stage("shave", op.name, (op.index,), act_elems=act,
                                 elem_ops=0.0 if _transcendental(op) else _elem_factor(op) * n,
-                                attrs={"elt": elt, "op": op.op, "trans_elems": n if _transcendental(op) else 0.0}))
+                                attrs={"elt": elt, "op": op.op, "trans_elems": n if _transcendental(op) else 0.0,
+                                       "few_shaves": _post_op(op)}))
         owner[op.index] = len(stages) - 1
+    for si, s in enumerate(stages):  # Eltwise next to a hardware stage: limited to a few SHAVEs
+        if s.kind == "shave" and s.attrs.get("elt") and not s.attrs["few_shaves"]:
+            first, last = graph.ops[s.ops[0]], s.ops[-1]
+            near = [owner[i] for i in first.inputs if i in owner] + \
+                   [owner[c] for c in graph.consumers[last] if c in owner]
+            if any(stages[j].unit == "nce" for j in near if j != si):
+                stages[si] = replace(s, attrs={**s.attrs, "few_shaves": True})
     n_in = math.prod(graph.input_shape)
     outs = [o for o in graph.ops if not graph.consumers[o.index]]
     n_out = sum(o.out_numel for o in outs)
-    conv = [Stage("convert", "input_convert", (), act_elems=3.0 * n_in, elem_ops=float(n_in))]
+    conv = [Stage("convert", "input_convert", (), act_elems=3.0 * n_in, elem_ops=float(n_in),
+                  attrs={"few_shaves": True})]
     conv.append(Stage("convert", "output_convert", (), act_elems=3.0 * n_out, elem_ops=float(n_out),
-                      attrs={"outputs": len(outs)}))
+                      attrs={"outputs": len(outs), "few_shaves": True}))
     return [conv[0], *stages, conv[1]]
 
 
@@ -346,6 +371,7 @@ class StageTable:
     elem_ops: np.ndarray
     reorder_bytes: np.ndarray
     trans_elems: np.ndarray
+    few_shaves: np.ndarray  #: SHAVE stages the plugin runs on ``post_op_shaves`` SHAVEs (bool)
     io_bytes: float  #: FP32 host input + outputs (bytes)
     total_macs: float
     params: float
@@ -359,7 +385,8 @@ class StageTable:
                    2.0 * np.array([s.act_elems for s in st]), 2.0 * np.array([s.w_elems for s in st]),
                    np.array([s.elem_ops for s in st]),
                    2.0 * np.array([float(s.attrs.get("reorder_elems", 0.0)) for s in st]),
-                   np.array([float(s.attrs.get("trans_elems", 0.0)) for s in st]), 4.0 * io_elems(graph),
+                   np.array([float(s.attrs.get("trans_elems", 0.0)) for s in st]),
+                   np.array([bool(s.attrs.get("few_shaves", False)) for s in st]), 4.0 * io_elems(graph),
                    float(graph.total_macs), float(sum(o.params for o in graph.ops)))
 
 
@@ -395,8 +422,12 @@ def stage_costs(t: StageTable, p: MyriadXParams) -> dict[str, np.ndarray]:
     nce = np.isin(kind, [K[k] for k in ("conv", "deconv", "dwconv", "fc", "pool")])
     overhead[nce] = p.nce_layer_ms
     sh = np.isin(kind, [K["shave"], K["convert"]])
-    compute[sh] = (t.elem_ops[sh] + p.trans_ops * t.trans_elems[sh]) / (p.shave_gops * 1e9 * speed) * 1e3
-    shave_ms = t.act_bytes / (np.where(cmx, p.cmx_gbps, p.shave_gbps) * 1e9) * 1e3
+    # a stage on post_op_shaves of the request's SHAVEs computes and streams (each SHAVE moves its
+    # slice of the tensor through its own CMX slice) at that share of the fitted 8-SHAVE rates
+    few = min(p.post_op_shaves, p.shaves) / p.shaves
+    shave_speed = np.where(t.few_shaves, few, speed)
+    compute[sh] = (t.elem_ops[sh] + p.trans_ops * t.trans_elems[sh]) / (p.shave_gops * 1e9 * shave_speed[sh]) * 1e3
+    shave_ms = t.act_bytes / (np.where(cmx, p.cmx_gbps, p.shave_gbps) * np.where(t.few_shaves, few, 1.0) * 1e9) * 1e3
     memory[sh] = shave_ms[sh]
     overhead[sh] = p.shave_layer_ms
     m = kind == K["concat"]
@@ -429,7 +460,8 @@ def stack(tables: list[StageTable]) -> tuple[StageTable, np.ndarray]:
     """All ``tables`` as one (for evaluating many networks in one pass) and each one's first row."""
     starts = np.cumsum([0] + [len(t.kind) for t in tables[:-1]])
     cat = {f: np.concatenate([getattr(t, f) for t in tables])
-           for f in ("kind", "macs", "eff", "act_bytes", "w_bytes", "elem_ops", "reorder_bytes", "trans_elems")}
+           for f in ("kind", "macs", "eff", "act_bytes", "w_bytes", "elem_ops", "reorder_bytes", "trans_elems",
+                     "few_shaves")}
     one = StageTable(names=(), io_bytes=0.0, total_macs=0.0, params=0.0, **cat)
     return one, starts
 
