@@ -188,7 +188,8 @@ def test_functional_ops_are_captured_and_costed() -> None:
     rep = MyriadXLatencyModel().predict(g)
     costed = {p["type"]: p for p in rep.per_layer}
     for op in ("add", "cat", "interpolate", "mean"):
-        assert costed[op]["unit"] == "shave" and costed[op]["time_ms"] > 0
+        assert costed[op]["unit"] == "shave" and costed[op]["time_ms"] >= 0
+        assert costed[op]["time_ms"] > 0 or op == "cat"  # a concat written in place costs nothing
 
 
 @pytest.mark.parametrize("layer,name", [(nn.Conv3d(1, 2, 3), "Conv3d"), (nn.LSTM(8, 8), "LSTM")])

@@ -36,7 +36,10 @@ from DDR, and a convolution whose activations spill to DDR computes at ``spill_e
   plugin runs activations, a stand-alone batch norm's scale / bias, nearest up-sampling and the
   FP32<->FP16 conversions (``StageSHAVEsRequirements::TwoOrOne``) and an Eltwise next to a hardware
   stage (``SHAVES_LIMITATION_FOR_HW``) on ``post_op_shaves`` (2) SHAVEs: both rates x 2 / 8;
-  a concat costs ``concat_copy`` (fitted share, 0..1) of a SHAVE copy of its output;
+  a concat writes its inputs in place except those the plugin copies (:func:`_concat_stage`: the
+  network input, slices of another tensor, values already in another concat, and hardware outputs
+  unless the concat output fits in CMX); each copy costs ``shave_layer_ms`` + read and write of the
+  input at ``cmx_gbps`` / ``ddr_gbps``;
 - per inference: ``fixed_ms`` (device).
 
 Host/USB is a separate term: ``host_ms`` (fitted: Python/driver round trip of one synchronous request)
@@ -104,7 +107,6 @@ class MyriadXParams:
     trans_ops: float = 8.0           #: SHAVE ops per element of a transcendental activation / softmax (fitted)
     overlap: float = 0.5             #: share of min(compute, memory) hidden behind the other, 0..1 (fitted)
     spill_eff: float = 0.7           #: NCE compute efficiency of layers spilled to DDR (not in CMX), 0..1 (fitted)
-    concat_copy: float = 0.5         #: share of a concat that is a real copy, 0..1 (fitted)
     fixed_ms: float = 1.0            #: per inference, device (fitted)
     host_ms: float = 1.5             #: host/driver round trip of one synchronous request (fitted)
     usb3_gbps: float = 0.30          #: FP32 host I/O over USB 3 (assumed)
@@ -127,12 +129,12 @@ class MyriadXParams:
             raise BackendError(f"myriadx option link={self.link!r}: expected 'usb3' or 'usb2'")
         if self.mode not in ("latency", "throughput"):
             raise BackendError(f"myriadx option mode={self.mode!r}: expected 'latency' or 'throughput'")
-        for k in ("util_blend", "concat_copy", "overlap", "spill_eff"):
+        for k in ("util_blend", "overlap", "spill_eff"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise BackendError(f"myriadx option {k}={getattr(self, k)}: expected 0..1")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name not in ("util_blend", "concat_copy", "overlap", "spill_eff", "include_host", "link", "mode",
+            if f.name not in ("util_blend", "overlap", "spill_eff", "include_host", "link", "mode",
                               "streams") and \
                     (not isinstance(v, (int, float)) or v < 0 or (v == 0 and f.name.endswith(("gops", "gbps")))):
                 raise BackendError(f"myriadx option {f.name}={v!r}: must be a number > 0")
@@ -145,7 +147,7 @@ class MyriadXParams:
 PARAM_SOURCES: dict[str, str] = {
     "nce_gops": "fitted", "util_blend": "fitted", "nce_layer_ms": "fitted", "dw_gops": "fitted",
     "deconv_gops": "fitted", "shave_gops": "fitted", "shave_gbps": "fitted", "shave_layer_ms": "fitted",
-    "concat_copy": "fitted", "fixed_ms": "fitted", "host_ms": "fitted", "usb2_gbps": "fitted",
+    "fixed_ms": "fitted", "host_ms": "fitted", "usb2_gbps": "fitted",
     "period_ratio": "fitted", "pool_gbps": "fitted", "trans_ops": "fitted", "overlap": "fitted",
     "spill_eff": "fitted",
     "ddr_gbps": "fitted",
@@ -158,10 +160,10 @@ PARAM_SOURCES: dict[str, str] = {
 FIT_SPEC: tuple[tuple[str, float, float], ...] = (
     ("nce_gops", 319.5, 0.7), ("util_blend", 0.5, 2.0), ("nce_layer_ms", 0.08, 1.0), ("dw_gops", 12.2, 1.0),
     ("deconv_gops", 100.5, 1.0), ("shave_gops", 44.8, 1.0), ("shave_gbps", 5.68, 1.0),
-    ("shave_layer_ms", 0.02, 1.5), ("concat_copy", 0.5, 2.0), ("fixed_ms", 1.0, 1.5), ("host_ms", 1.5, 1.0),
+    ("shave_layer_ms", 0.02, 1.5), ("fixed_ms", 1.0, 1.5), ("host_ms", 1.5, 1.0),
     ("usb2_gbps", 0.035, 1.0), ("pool_gbps", 0.58, 1.0), ("trans_ops", 8.0, 1.0), ("overlap", 0.5, 2.0),
     ("ddr_gbps", 5.68, 1.0), ("spill_eff", 0.7, 2.0))
-_BOUNDED = {"util_blend", "concat_copy", "overlap", "spill_eff"}
+_BOUNDED = {"util_blend", "overlap", "spill_eff"}
 
 
 # --------------------------------------------------------------------------- lowering
@@ -244,11 +246,39 @@ def _conv_stage(op: Op, block: int) -> Stage:
                  w_elems=float(op.params), attrs=attrs)
 
 
+_SLICES = {"chunk", "split", "unbind", "__getitem__", "narrow", "select"}
+
+
+def _concat_stage(graph: Graph, op: Op, owner: dict[int, int], stages: list[Stage], claimed: set[int]) -> Stage:
+    """A concat as the plugin processes it (``SpecialStageProcessor::processConcat``): each input is
+    written in place into its slice of the output unless it cannot be a child of the output. A copy
+    is *required* for the network input, for a slice of another tensor (a split output already has a
+    parent) and for a value already placed in another concat; an input produced by a hardware stage
+    gets an *optional* copy, which the plugin eliminates only when the whole output fits in CMX
+    (``eliminateCopyStages``); inputs from SHAVE stages and chained concats need none."""
+    req = opt = 0.0
+    n_req = n_opt = 0
+    for k, i in enumerate(op.inputs):
+        n = float(math.prod(op.in_shapes[k]))
+        src = i
+        while src >= 0 and graph.ops[src].kind == "reshape" and graph.ops[src].op not in _SLICES:
+            src = graph.ops[src].inputs[0] if graph.ops[src].inputs else -1
+        if src < 0 or graph.ops[src].op in _SLICES or src in claimed or src not in owner:
+            req, n_req = req + n, n_req + 1
+            continue
+        claimed.add(src)
+        if stages[owner[src]].unit == "nce":
+            opt, n_opt = opt + n, n_opt + 1
+    return Stage("concat", op.name, (op.index,), act_elems=2.0 * op.out_numel,
+                 attrs={"copy_elems": req, "copies": n_req, "opt_copy_elems": opt, "opt_copies": n_opt})
+
+
 def lower(graph: Graph, block: int = 32) -> list[Stage]:
     """The stages the MYRIAD plugin executes for ``graph`` (fusions applied, see the module
     docstring), plus the conversion stages of the network input and outputs."""
     stages: list[Stage] = []
     owner: dict[int, int] = {}  # op index -> stage producing its value
+    claimed: set[int] = set()  # values already placed inside a concat's output
 
     def tail(i: int) -> int | None:
         """Stage whose last op is ``i`` when ``i`` has a single consumer."""
@@ -308,7 +338,7 @@ def lower(graph: Graph, block: int = 32) -> list[Stage]:
             else:
                 stages.append(Stage("shave", op.name, (op.index,), act_elems=act, elem_ops=float(op.in_numel)))
         elif k == "concat":
-            stages.append(Stage("concat", op.name, (op.index,), act_elems=2.0 * op.out_numel))
+            stages.append(_concat_stage(graph, op, owner, stages, claimed))
         else:  # element-wise, activations, stand-alone BN, resize, softmax, reductions, copies
             elt = k in ("eltwise", "bn")
             n = float(max(op.out_numel, op.in_numel if k == "reduce" else 0))
@@ -372,6 +402,10 @@ class StageTable:
     reorder_bytes: np.ndarray
     trans_elems: np.ndarray
     few_shaves: np.ndarray  #: SHAVE stages the plugin runs on ``post_op_shaves`` SHAVEs (bool)
+    copy_bytes: np.ndarray  #: concat inputs that must be copied (bytes)
+    copies: np.ndarray  #: their number (copy stages)
+    opt_copy_bytes: np.ndarray  #: concat inputs from hardware stages, copied unless the output is in CMX (bytes)
+    opt_copies: np.ndarray  #: their number
     io_bytes: float  #: FP32 host input + outputs (bytes)
     total_macs: float
     params: float
@@ -386,7 +420,11 @@ class StageTable:
                    np.array([s.elem_ops for s in st]),
                    2.0 * np.array([float(s.attrs.get("reorder_elems", 0.0)) for s in st]),
                    np.array([float(s.attrs.get("trans_elems", 0.0)) for s in st]),
-                   np.array([bool(s.attrs.get("few_shaves", False)) for s in st]), 4.0 * io_elems(graph),
+                   np.array([bool(s.attrs.get("few_shaves", False)) for s in st]),
+                   2.0 * np.array([float(s.attrs.get("copy_elems", 0.0)) for s in st]),
+                   np.array([float(s.attrs.get("copies", 0)) for s in st]),
+                   2.0 * np.array([float(s.attrs.get("opt_copy_elems", 0.0)) for s in st]),
+                   np.array([float(s.attrs.get("opt_copies", 0)) for s in st]), 4.0 * io_elems(graph),
                    float(graph.total_macs), float(sum(o.params for o in graph.ops)))
 
 
@@ -431,8 +469,12 @@ def stage_costs(t: StageTable, p: MyriadXParams) -> dict[str, np.ndarray]:
     memory[sh] = shave_ms[sh]
     overhead[sh] = p.shave_layer_ms
     m = kind == K["concat"]
-    memory[m] = p.concat_copy * shave_ms[m]
-    overhead[m] = p.concat_copy * p.shave_layer_ms
+    # concat copies (DMA): read and write of each copied input, in CMX when the output is there
+    # (then the optional copies are eliminated), else through DDR; one stage overhead per copy
+    copied = t.copy_bytes + np.where(cmx, 0.0, t.opt_copy_bytes)
+    n_copies = t.copies + np.where(cmx, 0.0, t.opt_copies)
+    memory[m] = 2.0 * copied[m] / (np.where(cmx[m], p.cmx_gbps, p.ddr_gbps) * 1e9) * 1e3
+    overhead[m] = n_copies[m] * p.shave_layer_ms
     m = t.reorder_bytes > 0  # dilated convolutions: SHAVE re-ordering of input and output
     reorder[m] = 2.0 * p.shave_layer_ms + t.reorder_bytes[m] / (p.shave_gbps * 1e9) * 1e3
     bound = np.maximum(compute, memory)
@@ -461,7 +503,7 @@ def stack(tables: list[StageTable]) -> tuple[StageTable, np.ndarray]:
     starts = np.cumsum([0] + [len(t.kind) for t in tables[:-1]])
     cat = {f: np.concatenate([getattr(t, f) for t in tables])
            for f in ("kind", "macs", "eff", "act_bytes", "w_bytes", "elem_ops", "reorder_bytes", "trans_elems",
-                     "few_shaves")}
+                     "few_shaves", "copy_bytes", "copies", "opt_copy_bytes", "opt_copies")}
     one = StageTable(names=(), io_bytes=0.0, total_macs=0.0, params=0.0, **cat)
     return one, starts
 
