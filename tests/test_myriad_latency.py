@@ -149,6 +149,19 @@ def test_concat_copies_only_what_the_plugin_cannot_write_in_place() -> None:
         assert c["overhead"][i] == pytest.approx((2 if in_cmx else 3) * 0.02)
 
 
+def test_fully_connected_runs_as_a_1x1_convolution_bound_by_its_weights() -> None:
+    t = _table(nn.Linear(1024, 500), (1, 1024))
+    p = MyriadXParams(nce_gops=300.0, util_blend=0.5, ddr_gbps=8.0, cmx_gbps=400.0, overlap=0.5)
+    c = ml.stage_costs(t, p)
+    # hand-worked: 512 000 MAC; util = 0.5 + 0.5 x eff(1024) x eff(500) = 0.5 + 0.5 x 500 / 512;
+    # weights 1 024 000 B over DDR at 8 GB/s = 0.128 ms, activations 2 x 1524 B in CMX
+    util = 0.5 + 0.5 * 500 / 512
+    assert c["compute"][1] == pytest.approx(2 * 512000 / (300e9 * util) * 1e3)
+    mem = (2 * 512000 + 500 * 2) / 8e9 * 1e3 + 2 * (1024 + 500) / 400e9 * 1e3  # weights + bias, then in/out
+    assert c["memory"][1] == pytest.approx(mem)
+    assert c["total"][1] == pytest.approx(p.nce_layer_ms + mem + 0.5 * c["compute"][1])  # weight-bound
+
+
 def test_every_op_belongs_to_one_stage_on_a_search_space_candidate() -> None:
     from dalp_moo.backends.calibrate import space_candidates
 

@@ -28,7 +28,8 @@ from DDR, and a convolution whose activations spill to DDR computes at ``spill_e
   ``util = 1 - b + b x eff(cin) x eff(cout)``, ``eff(c) = c / (ceil(c / 32) x 32)``, ``b = util_blend``;
   per-stage ``nce_layer_ms``; grouped convolutions use the per-group channels;
 - depthwise conv: ``2 MAC / dw_gops``, memory at ``dw_gbps``; transposed conv: ``2 MAC / (deconv_gops x util)``;
-- fully connected: ``2 MAC / fc_gops`` against the weights streamed from DDR;
+- fully connected: run as a 1x1 convolution on the NCE (the plugin's ``replaceFCbyConv``):
+  ``2 MAC / (nce_gops x util)`` against the weights streamed from DDR (batch 1: weight-bound);
 - pooling: ``k x k x outputs / pool_gops`` against ``bytes / pool_gbps``;
 - SHAVE stages: ``shave_layer_ms + max(element ops / shave_gops, bytes / shave_gbps)`` (1 op per
   element, ``trans_ops`` for transcendental activations / softmax / normalisation, 4 for bilinear
@@ -95,7 +96,6 @@ class MyriadXParams:
     dw_gops: float = 12.2            #: depthwise conv (fitted; prior ANNETTE)
     dw_gbps: float = 1.08            #: depthwise memory roof (published: ANNETTE)
     deconv_gops: float = 100.5       #: transposed conv (fitted; prior ANNETTE)
-    fc_gops: float = 9.6             #: fully connected (published: ANNETTE)
     pool_gops: float = 5.95          #: pooling compute (published: ANNETTE)
     pool_gbps: float = 0.58          #: pooling memory (fitted; prior ANNETTE)
     ddr_gbps: float = 5.68           #: DDR roof of NCE layers (fitted; prior ANNETTE roofline)
@@ -151,7 +151,8 @@ PARAM_SOURCES: dict[str, str] = {
     "period_ratio": "fitted", "pool_gbps": "fitted", "trans_ops": "fitted", "overlap": "fitted",
     "spill_eff": "fitted",
     "ddr_gbps": "fitted",
-    "channel_block": "published", "shaves": "published", "post_op_shaves": "published", "dw_gbps": "published", "fc_gops": "published", "pool_gops": "published",
+    "channel_block": "published", "shaves": "published", "post_op_shaves": "published", "dw_gbps": "published",
+    "pool_gops": "published",
     "cmx_mb": "published", "power_w": "published",
     "cmx_gbps": "assumed", "usb3_gbps": "assumed", "single_stream_speedup": "assumed",
 }
@@ -452,7 +453,7 @@ def stage_costs(t: StageTable, p: MyriadXParams) -> dict[str, np.ndarray]:
     compute[m] = 2.0 * t.macs[m] / (p.dw_gops * 1e9 * speed) * 1e3
     memory[m] = (t.act_bytes[m] / np.where(cmx[m], p.cmx_gbps, p.dw_gbps) + t.w_bytes[m] / p.ddr_gbps) / 1e9 * 1e3
     m = kind == K["fc"]
-    compute[m] = 2.0 * t.macs[m] / (p.fc_gops * 1e9 * speed) * 1e3
+    compute[m] = 2.0 * t.macs[m] / (p.nce_gops * 1e9 * speed * util[m]) * 1e3
     memory[m] = (t.w_bytes[m] / p.ddr_gbps + t.act_bytes[m] / p.cmx_gbps) / 1e9 * 1e3
     m = kind == K["pool"]
     compute[m] = t.elem_ops[m] / (p.pool_gops * 1e9 * speed) * 1e3
@@ -544,7 +545,7 @@ def breakdown(t: StageTable, p: MyriadXParams) -> dict[str, float]:
     for i in range(len(t.kind)):
         k = int(t.kind[i])
         out["fitted"] += c["overhead"][i] + c["reorder"][i]
-        comp_src = "published" if k in (K["pool"], K["fc"]) else "fitted"
+        comp_src = "published" if k == K["pool"] else "fitted"
         cmx_part = t.act_bytes[i] / (p.cmx_gbps * 1e9) * 1e3 if c["cmx"][i] else 0.0
         if k not in (K["pool"], K["fc"]) and c["cmx"][i] and cmx_part >= 0.5 * c["memory"][i]:
             mem_src = "assumed"  # CMX-resident streaming (cmx_gbps)
