@@ -145,7 +145,7 @@ def test_concat_copies_only_what_the_plugin_cannot_write_in_place() -> None:
         # hand-worked: 8 x 8: the two halves (2 x 8 x 64 FP16 values = 2048 B), read and written in CMX;
         # 128 x 128 (output 1 MB, in + out 2 MB > 1.25 MB): the conv output is copied too, through DDR
         copied = 2 * 16 * hw * hw + (0 if in_cmx else 2 * 8 * hw * hw)
-        assert c["memory"][i] == pytest.approx(2 * copied / ((400e9 if in_cmx else 8e9)) * 1e3)
+        assert c["memory"][i] == pytest.approx(2 * copied / (400e9 if in_cmx else 8e9) * 1e3)
         assert c["overhead"][i] == pytest.approx((2 if in_cmx else 3) * 0.02)
 
 
