@@ -15,7 +15,9 @@ FC+ReLU; Eltwise+ReLU and ScaleShift+ReLU on the SHAVEs; a multiply/add by a con
 a conv folds into its weights; reshapes, flatten and slicing are free. Placement: dense, depthwise
 and transposed convolutions, fully connected layers and pooling (kernel <= 15, stride <= 8) run
 on the NCE; a dilated convolution runs on the NCE after a SHAVE re-ordering of its input and output
-(space-to-batch); element-wise ops, non-fused activations, stand-alone batch norm, resize, concat
+(space-to-batch: the plugin's ``MYRIAD_HW_DILATION=YES`` path; by default the plugin runs dilated
+convolutions as SHAVE kernels, whose rate no calibration point but DeepLabV3 would constrain, so the
+model keeps the NCE path); element-wise ops, non-fused activations, stand-alone batch norm, resize, concat
 copies, softmax, reductions, permutes and large-kernel pooling run on the SHAVEs, as do the
 FP32<->FP16 conversions of the network input and outputs.
 
