@@ -136,9 +136,10 @@ def test_estimators_work_on_standard_architectures(standard: dict[str, nn.Module
         assert all(math.isfinite(v) and v > 0 for v in est.values()), (b, est)
         assert est["vgg16"] > est["resnet50"], (b, est)
     my = {k: backends.get("myriadx").estimate_latency_ms(m, IMAGENET) for k, m in standard.items()}
-    # depthwise runs densely on the NCE: MobileNetV2 is far slower per MAC than ResNet-50
+    # depthwise runs densely on the NCE: MobileNetV2 is far slower per MAC than ResNet-50 (whose
+    # residual adds, on two SHAVEs next to the convolutions, are not free either)
     per_mac = {k: (my[k] - 1.8) / STANDARD[k][1] for k in my}
-    assert per_mac["mobilenetv2"] > 3 * per_mac["resnet50"]
+    assert per_mac["mobilenetv2"] > 2.5 * per_mac["resnet50"]
 
 
 def test_placement_and_fusions_on_resnet50(standard: dict[str, nn.Module]) -> None:
@@ -187,7 +188,8 @@ def test_functional_ops_are_captured_and_costed() -> None:
     rep = MyriadXLatencyModel().predict(g)
     costed = {p["type"]: p for p in rep.per_layer}
     for op in ("add", "cat", "interpolate", "mean"):
-        assert costed[op]["unit"] == "shave" and costed[op]["time_ms"] > 0
+        assert costed[op]["unit"] == "shave" and costed[op]["time_ms"] >= 0
+        assert costed[op]["time_ms"] > 0 or op == "cat"  # a concat written in place costs nothing
 
 
 @pytest.mark.parametrize("layer,name", [(nn.Conv3d(1, 2, 3), "Conv3d"), (nn.LSTM(8, 8), "LSTM")])

@@ -15,7 +15,9 @@ FC+ReLU; Eltwise+ReLU and ScaleShift+ReLU on the SHAVEs; a multiply/add by a con
 a conv folds into its weights; reshapes, flatten and slicing are free. Placement: dense, depthwise
 and transposed convolutions, fully connected layers and pooling (kernel <= 15, stride <= 8) run
 on the NCE; a dilated convolution runs on the NCE after a SHAVE re-ordering of its input and output
-(space-to-batch); element-wise ops, non-fused activations, stand-alone batch norm, resize, concat
+(space-to-batch: the plugin's ``MYRIAD_HW_DILATION=YES`` path; by default the plugin runs dilated
+convolutions as SHAVE kernels, whose rate no calibration point but DeepLabV3 would constrain, so the
+model keeps the NCE path); element-wise ops, non-fused activations, stand-alone batch norm, resize, concat
 copies, softmax, reductions, permutes and large-kernel pooling run on the SHAVEs, as do the
 FP32<->FP16 conversions of the network input and outputs.
 
@@ -28,11 +30,19 @@ from DDR, and a convolution whose activations spill to DDR computes at ``spill_e
   ``util = 1 - b + b x eff(cin) x eff(cout)``, ``eff(c) = c / (ceil(c / 32) x 32)``, ``b = util_blend``;
   per-stage ``nce_layer_ms``; grouped convolutions use the per-group channels;
 - depthwise conv: ``2 MAC / dw_gops``, memory at ``dw_gbps``; transposed conv: ``2 MAC / (deconv_gops x util)``;
-- fully connected: ``2 MAC / fc_gops`` against the weights streamed from DDR;
+- fully connected: run as a 1x1 convolution on the NCE (the plugin's ``replaceFCbyConv``):
+  ``2 MAC / (nce_gops x util)`` against the weights streamed from DDR (batch 1: weight-bound);
 - pooling: ``k x k x outputs / pool_gops`` against ``bytes / pool_gbps``;
 - SHAVE stages: ``shave_layer_ms + max(element ops / shave_gops, bytes / shave_gbps)`` (1 op per
-  element, 8 for transcendental activations / softmax / normalisation, 4 for bilinear resize);
-  a concat costs ``concat_copy`` (fitted share, 0..1) of a SHAVE copy of its output;
+  element, ``trans_ops`` for transcendental activations / softmax / normalisation, 4 for bilinear
+  resize); ``shave_gops`` and ``shave_gbps`` are the rates of the request's ``shaves`` (8) SHAVEs. The
+  plugin runs activations, a stand-alone batch norm's scale / bias, nearest up-sampling and the
+  FP32<->FP16 conversions (``StageSHAVEsRequirements::TwoOrOne``) and an Eltwise next to a hardware
+  stage (``SHAVES_LIMITATION_FOR_HW``) on ``post_op_shaves`` (2) SHAVEs: both rates x 2 / 8;
+  a concat writes its inputs in place except those the plugin copies (:func:`_concat_stage`: the
+  network input, slices of another tensor, values already in another concat, and hardware outputs
+  unless the concat output fits in CMX); each copy costs ``shave_layer_ms`` + read and write of the
+  input at ``cmx_gbps`` / ``ddr_gbps``;
 - per inference: ``fixed_ms`` (device).
 
 Host/USB is a separate term: ``host_ms`` (fitted: Python/driver round trip of one synchronous request)
@@ -88,7 +98,6 @@ class MyriadXParams:
     dw_gops: float = 12.2            #: depthwise conv (fitted; prior ANNETTE)
     dw_gbps: float = 1.08            #: depthwise memory roof (published: ANNETTE)
     deconv_gops: float = 100.5       #: transposed conv (fitted; prior ANNETTE)
-    fc_gops: float = 9.6             #: fully connected (published: ANNETTE)
     pool_gops: float = 5.95          #: pooling compute (published: ANNETTE)
     pool_gbps: float = 0.58          #: pooling memory (fitted; prior ANNETTE)
     ddr_gbps: float = 5.68           #: DDR roof of NCE layers (fitted; prior ANNETTE roofline)
@@ -100,12 +109,14 @@ class MyriadXParams:
     trans_ops: float = 8.0           #: SHAVE ops per element of a transcendental activation / softmax (fitted)
     overlap: float = 0.5             #: share of min(compute, memory) hidden behind the other, 0..1 (fitted)
     spill_eff: float = 0.7           #: NCE compute efficiency of layers spilled to DDR (not in CMX), 0..1 (fitted)
-    concat_copy: float = 0.5         #: share of a concat that is a real copy, 0..1 (fitted)
     fixed_ms: float = 1.0            #: per inference, device (fitted)
     host_ms: float = 1.5             #: host/driver round trip of one synchronous request (fitted)
     usb3_gbps: float = 0.30          #: FP32 host I/O over USB 3 (assumed)
     usb2_gbps: float = 0.035         #: FP32 host I/O over USB 2 (fitted)
     period_ratio: float = 1.75       #: single-request latency / throughput period (fitted)
+    shaves: int = 8                  #: SHAVEs of one request under two streams (published: Luxonis RVC2)
+    post_op_shaves: int = 2          #: SHAVEs of an activation / scale / convert / up-sampling stage, and of an
+    #: Eltwise next to a hardware stage (published: plugin source, ``TwoOrOne``, ``SHAVES_LIMITATION_FOR_HW``)
     streams: int = 2                 #: plugin executor streams: 2 (default) or 1
     single_stream_speedup: float = 2.0  #: compute-rate factor with ``streams=1`` (assumed)
     include_host: bool = False       #: add the host/USB term to the reported latency
@@ -120,12 +131,12 @@ class MyriadXParams:
             raise BackendError(f"myriadx option link={self.link!r}: expected 'usb3' or 'usb2'")
         if self.mode not in ("latency", "throughput"):
             raise BackendError(f"myriadx option mode={self.mode!r}: expected 'latency' or 'throughput'")
-        for k in ("util_blend", "concat_copy", "overlap", "spill_eff"):
+        for k in ("util_blend", "overlap", "spill_eff"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise BackendError(f"myriadx option {k}={getattr(self, k)}: expected 0..1")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name not in ("util_blend", "concat_copy", "overlap", "spill_eff", "include_host", "link", "mode",
+            if f.name not in ("util_blend", "overlap", "spill_eff", "include_host", "link", "mode",
                               "streams") and \
                     (not isinstance(v, (int, float)) or v < 0 or (v == 0 and f.name.endswith(("gops", "gbps")))):
                 raise BackendError(f"myriadx option {f.name}={v!r}: must be a number > 0")
@@ -138,11 +149,12 @@ class MyriadXParams:
 PARAM_SOURCES: dict[str, str] = {
     "nce_gops": "fitted", "util_blend": "fitted", "nce_layer_ms": "fitted", "dw_gops": "fitted",
     "deconv_gops": "fitted", "shave_gops": "fitted", "shave_gbps": "fitted", "shave_layer_ms": "fitted",
-    "concat_copy": "fitted", "fixed_ms": "fitted", "host_ms": "fitted", "usb2_gbps": "fitted",
+    "fixed_ms": "fitted", "host_ms": "fitted", "usb2_gbps": "fitted",
     "period_ratio": "fitted", "pool_gbps": "fitted", "trans_ops": "fitted", "overlap": "fitted",
     "spill_eff": "fitted",
     "ddr_gbps": "fitted",
-    "channel_block": "published", "dw_gbps": "published", "fc_gops": "published", "pool_gops": "published",
+    "channel_block": "published", "shaves": "published", "post_op_shaves": "published", "dw_gbps": "published",
+    "pool_gops": "published",
     "cmx_mb": "published", "power_w": "published",
     "cmx_gbps": "assumed", "usb3_gbps": "assumed", "single_stream_speedup": "assumed",
 }
@@ -151,10 +163,10 @@ PARAM_SOURCES: dict[str, str] = {
 FIT_SPEC: tuple[tuple[str, float, float], ...] = (
     ("nce_gops", 319.5, 0.7), ("util_blend", 0.5, 2.0), ("nce_layer_ms", 0.08, 1.0), ("dw_gops", 12.2, 1.0),
     ("deconv_gops", 100.5, 1.0), ("shave_gops", 44.8, 1.0), ("shave_gbps", 5.68, 1.0),
-    ("shave_layer_ms", 0.02, 1.5), ("concat_copy", 0.5, 2.0), ("fixed_ms", 1.0, 1.5), ("host_ms", 1.5, 1.0),
+    ("shave_layer_ms", 0.02, 1.5), ("fixed_ms", 1.0, 1.5), ("host_ms", 1.5, 1.0),
     ("usb2_gbps", 0.035, 1.0), ("pool_gbps", 0.58, 1.0), ("trans_ops", 8.0, 1.0), ("overlap", 0.5, 2.0),
     ("ddr_gbps", 5.68, 1.0), ("spill_eff", 0.7, 2.0))
-_BOUNDED = {"util_blend", "concat_copy", "overlap", "spill_eff"}
+_BOUNDED = {"util_blend", "overlap", "spill_eff"}
 
 
 # --------------------------------------------------------------------------- lowering
@@ -195,6 +207,15 @@ def _transcendental(op: Op) -> bool:
     return op.kind == "act" and op.attrs.get("fn") in _TRANSCENDENTAL or op.kind in ("softmax", "norm")
 
 
+def _post_op(op: Op) -> bool:
+    """Whether the plugin runs ``op`` as a stage on one or two SHAVEs (``StageSHAVEsRequirements::
+    TwoOrOne``): activations and the per-channel scale / bias of a stand-alone batch norm
+    (its ``PostOpStage`` kernels) and nearest-neighbour up-sampling."""
+    if op.kind in ("act", "bn"):
+        return True
+    return op.kind == "resize" and "linear" not in str(op.attrs.get("mode"))
+
+
 def _elem_factor(op: Op) -> float:
     """Element operations per output element on the SHAVEs (transcendentals: see ``trans_ops``)."""
     if op.kind == "resize" and "linear" in str(op.attrs.get("mode")):
@@ -228,11 +249,39 @@ def _conv_stage(op: Op, block: int) -> Stage:
                  w_elems=float(op.params), attrs=attrs)
 
 
+_SLICES = {"chunk", "split", "unbind", "__getitem__", "narrow", "select"}
+
+
+def _concat_stage(graph: Graph, op: Op, owner: dict[int, int], stages: list[Stage], claimed: set[int]) -> Stage:
+    """A concat as the plugin processes it (``SpecialStageProcessor::processConcat``): each input is
+    written in place into its slice of the output unless it cannot be a child of the output. A copy
+    is *required* for the network input, for a slice of another tensor (a split output already has a
+    parent) and for a value already placed in another concat; an input produced by a hardware stage
+    gets an *optional* copy, which the plugin eliminates only when the whole output fits in CMX
+    (``eliminateCopyStages``); inputs from SHAVE stages and chained concats need none."""
+    req = opt = 0.0
+    n_req = n_opt = 0
+    for k, i in enumerate(op.inputs):
+        n = float(math.prod(op.in_shapes[k]))
+        src = i
+        while src >= 0 and graph.ops[src].kind == "reshape" and graph.ops[src].op not in _SLICES:
+            src = graph.ops[src].inputs[0] if graph.ops[src].inputs else -1
+        if src < 0 or graph.ops[src].op in _SLICES or src in claimed or src not in owner:
+            req, n_req = req + n, n_req + 1
+            continue
+        claimed.add(src)
+        if stages[owner[src]].unit == "nce":
+            opt, n_opt = opt + n, n_opt + 1
+    return Stage("concat", op.name, (op.index,), act_elems=2.0 * op.out_numel,
+                 attrs={"copy_elems": req, "copies": n_req, "opt_copy_elems": opt, "opt_copies": n_opt})
+
+
 def lower(graph: Graph, block: int = 32) -> list[Stage]:
     """The stages the MYRIAD plugin executes for ``graph`` (fusions applied, see the module
     docstring), plus the conversion stages of the network input and outputs."""
     stages: list[Stage] = []
     owner: dict[int, int] = {}  # op index -> stage producing its value
+    claimed: set[int] = set()  # values already placed inside a concat's output
 
     def tail(i: int) -> int | None:
         """Stage whose last op is ``i`` when ``i`` has a single consumer."""
@@ -292,20 +341,29 @@ def lower(graph: Graph, block: int = 32) -> list[Stage]:
             else:
                 stages.append(Stage("shave", op.name, (op.index,), act_elems=act, elem_ops=float(op.in_numel)))
         elif k == "concat":
-            stages.append(Stage("concat", op.name, (op.index,), act_elems=2.0 * op.out_numel))
+            stages.append(_concat_stage(graph, op, owner, stages, claimed))
         else:  # element-wise, activations, stand-alone BN, resize, softmax, reductions, copies
             elt = k in ("eltwise", "bn")
             n = float(max(op.out_numel, op.in_numel if k == "reduce" else 0))
             stages.append(Stage("shave", op.name, (op.index,), act_elems=act,
                                 elem_ops=0.0 if _transcendental(op) else _elem_factor(op) * n,
-                                attrs={"elt": elt, "op": op.op, "trans_elems": n if _transcendental(op) else 0.0}))
+                                attrs={"elt": elt, "op": op.op, "trans_elems": n if _transcendental(op) else 0.0,
+                                       "few_shaves": _post_op(op)}))
         owner[op.index] = len(stages) - 1
+    for si, s in enumerate(stages):  # Eltwise next to a hardware stage: limited to a few SHAVEs
+        if s.kind == "shave" and s.attrs.get("elt") and not s.attrs["few_shaves"]:
+            first, last = graph.ops[s.ops[0]], s.ops[-1]
+            near = [owner[i] for i in first.inputs if i in owner] + \
+                   [owner[c] for c in graph.consumers[last] if c in owner]
+            if any(stages[j].unit == "nce" for j in near if j != si):
+                stages[si] = replace(s, attrs={**s.attrs, "few_shaves": True})
     n_in = math.prod(graph.input_shape)
     outs = [o for o in graph.ops if not graph.consumers[o.index]]
     n_out = sum(o.out_numel for o in outs)
-    conv = [Stage("convert", "input_convert", (), act_elems=3.0 * n_in, elem_ops=float(n_in))]
+    conv = [Stage("convert", "input_convert", (), act_elems=3.0 * n_in, elem_ops=float(n_in),
+                  attrs={"few_shaves": True})]
     conv.append(Stage("convert", "output_convert", (), act_elems=3.0 * n_out, elem_ops=float(n_out),
-                      attrs={"outputs": len(outs)}))
+                      attrs={"outputs": len(outs), "few_shaves": True}))
     return [conv[0], *stages, conv[1]]
 
 
@@ -346,6 +404,11 @@ class StageTable:
     elem_ops: np.ndarray
     reorder_bytes: np.ndarray
     trans_elems: np.ndarray
+    few_shaves: np.ndarray  #: SHAVE stages the plugin runs on ``post_op_shaves`` SHAVEs (bool)
+    copy_bytes: np.ndarray  #: concat inputs that must be copied (bytes)
+    copies: np.ndarray  #: their number (copy stages)
+    opt_copy_bytes: np.ndarray  #: concat inputs from hardware stages, copied unless the output is in CMX (bytes)
+    opt_copies: np.ndarray  #: their number
     io_bytes: float  #: FP32 host input + outputs (bytes)
     total_macs: float
     params: float
@@ -359,7 +422,12 @@ class StageTable:
                    2.0 * np.array([s.act_elems for s in st]), 2.0 * np.array([s.w_elems for s in st]),
                    np.array([s.elem_ops for s in st]),
                    2.0 * np.array([float(s.attrs.get("reorder_elems", 0.0)) for s in st]),
-                   np.array([float(s.attrs.get("trans_elems", 0.0)) for s in st]), 4.0 * io_elems(graph),
+                   np.array([float(s.attrs.get("trans_elems", 0.0)) for s in st]),
+                   np.array([bool(s.attrs.get("few_shaves", False)) for s in st]),
+                   2.0 * np.array([float(s.attrs.get("copy_elems", 0.0)) for s in st]),
+                   np.array([float(s.attrs.get("copies", 0)) for s in st]),
+                   2.0 * np.array([float(s.attrs.get("opt_copy_elems", 0.0)) for s in st]),
+                   np.array([float(s.attrs.get("opt_copies", 0)) for s in st]), 4.0 * io_elems(graph),
                    float(graph.total_macs), float(sum(o.params for o in graph.ops)))
 
 
@@ -387,7 +455,7 @@ def stage_costs(t: StageTable, p: MyriadXParams) -> dict[str, np.ndarray]:
     compute[m] = 2.0 * t.macs[m] / (p.dw_gops * 1e9 * speed) * 1e3
     memory[m] = (t.act_bytes[m] / np.where(cmx[m], p.cmx_gbps, p.dw_gbps) + t.w_bytes[m] / p.ddr_gbps) / 1e9 * 1e3
     m = kind == K["fc"]
-    compute[m] = 2.0 * t.macs[m] / (p.fc_gops * 1e9 * speed) * 1e3
+    compute[m] = 2.0 * t.macs[m] / (p.nce_gops * 1e9 * speed * util[m]) * 1e3
     memory[m] = (t.w_bytes[m] / p.ddr_gbps + t.act_bytes[m] / p.cmx_gbps) / 1e9 * 1e3
     m = kind == K["pool"]
     compute[m] = t.elem_ops[m] / (p.pool_gops * 1e9 * speed) * 1e3
@@ -395,13 +463,21 @@ def stage_costs(t: StageTable, p: MyriadXParams) -> dict[str, np.ndarray]:
     nce = np.isin(kind, [K[k] for k in ("conv", "deconv", "dwconv", "fc", "pool")])
     overhead[nce] = p.nce_layer_ms
     sh = np.isin(kind, [K["shave"], K["convert"]])
-    compute[sh] = (t.elem_ops[sh] + p.trans_ops * t.trans_elems[sh]) / (p.shave_gops * 1e9 * speed) * 1e3
-    shave_ms = t.act_bytes / (np.where(cmx, p.cmx_gbps, p.shave_gbps) * 1e9) * 1e3
+    # a stage on post_op_shaves of the request's SHAVEs computes and streams (each SHAVE moves its
+    # slice of the tensor through its own CMX slice) at that share of the fitted 8-SHAVE rates
+    few = min(p.post_op_shaves, p.shaves) / p.shaves
+    shave_speed = np.where(t.few_shaves, few, speed)
+    compute[sh] = (t.elem_ops[sh] + p.trans_ops * t.trans_elems[sh]) / (p.shave_gops * 1e9 * shave_speed[sh]) * 1e3
+    shave_ms = t.act_bytes / (np.where(cmx, p.cmx_gbps, p.shave_gbps) * np.where(t.few_shaves, few, 1.0) * 1e9) * 1e3
     memory[sh] = shave_ms[sh]
     overhead[sh] = p.shave_layer_ms
     m = kind == K["concat"]
-    memory[m] = p.concat_copy * shave_ms[m]
-    overhead[m] = p.concat_copy * p.shave_layer_ms
+    # concat copies (DMA): read and write of each copied input, in CMX when the output is there
+    # (then the optional copies are eliminated), else through DDR; one stage overhead per copy
+    copied = t.copy_bytes + np.where(cmx, 0.0, t.opt_copy_bytes)
+    n_copies = t.copies + np.where(cmx, 0.0, t.opt_copies)
+    memory[m] = 2.0 * copied[m] / (np.where(cmx[m], p.cmx_gbps, p.ddr_gbps) * 1e9) * 1e3
+    overhead[m] = n_copies[m] * p.shave_layer_ms
     m = t.reorder_bytes > 0  # dilated convolutions: SHAVE re-ordering of input and output
     reorder[m] = 2.0 * p.shave_layer_ms + t.reorder_bytes[m] / (p.shave_gbps * 1e9) * 1e3
     bound = np.maximum(compute, memory)
@@ -429,7 +505,8 @@ def stack(tables: list[StageTable]) -> tuple[StageTable, np.ndarray]:
     """All ``tables`` as one (for evaluating many networks in one pass) and each one's first row."""
     starts = np.cumsum([0] + [len(t.kind) for t in tables[:-1]])
     cat = {f: np.concatenate([getattr(t, f) for t in tables])
-           for f in ("kind", "macs", "eff", "act_bytes", "w_bytes", "elem_ops", "reorder_bytes", "trans_elems")}
+           for f in ("kind", "macs", "eff", "act_bytes", "w_bytes", "elem_ops", "reorder_bytes", "trans_elems",
+                     "few_shaves", "copy_bytes", "copies", "opt_copy_bytes", "opt_copies")}
     one = StageTable(names=(), io_bytes=0.0, total_macs=0.0, params=0.0, **cat)
     return one, starts
 
@@ -470,7 +547,7 @@ def breakdown(t: StageTable, p: MyriadXParams) -> dict[str, float]:
     for i in range(len(t.kind)):
         k = int(t.kind[i])
         out["fitted"] += c["overhead"][i] + c["reorder"][i]
-        comp_src = "published" if k in (K["pool"], K["fc"]) else "fitted"
+        comp_src = "published" if k == K["pool"] else "fitted"
         cmx_part = t.act_bytes[i] / (p.cmx_gbps * 1e9) * 1e3 if c["cmx"][i] else 0.0
         if k not in (K["pool"], K["fc"]) and c["cmx"][i] and cmx_part >= 0.5 * c["memory"][i]:
             mem_src = "assumed"  # CMX-resident streaming (cmx_gbps)
