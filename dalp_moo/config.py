@@ -101,6 +101,9 @@ class DataConfig:
     #: e.g. ``{misregistration_px = 0, p_cloud = 0.1}``; enters the data's cache key
     generator: dict[str, Any] = field(default_factory=dict, metadata={"hash": "unless_default"})
 
+    def __hash__(self) -> int:  # the generator table is a dict: hash the canonical JSON of all fields
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
+
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source", "must not be empty")
         _check(self.n_tiles >= 10, "data.n_tiles", f"must be >= 10, got {self.n_tiles}")

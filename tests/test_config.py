@@ -143,3 +143,10 @@ def test_unknown_backend_option_is_one_line():
 
     with pytest.raises(BackendError, match="has no option 'latencyy'"):
         backends.get("openvino", latencyy="model")
+
+
+def test_data_config_with_a_generator_table_is_hashable():
+    from dalp_moo.config import DataConfig
+
+    a, b = DataConfig(generator={"p_cloud": 0.0}), DataConfig(generator={"p_cloud": 0.0})
+    assert a == b and hash(a) == hash(b) and len({a, b, DataConfig()}) == 2
