@@ -25,6 +25,7 @@ import numpy as np
 
 from dalp_moo.application import Application, Constraint, Objective
 from dalp_moo.config import DataConfig, RunConfig, SpaceConfig, TrainConfig, check, check_choice
+from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
 from dalp_moo.problem import ApplicationProblem
 
@@ -122,6 +123,12 @@ class VesselSegmentation(Application):
         from dalp_moo.precision import get_profile
 
         get_profile(cfg.train.profile, **cfg.train.profile_options)  # unknown switches: one line
+        from dalp_moo.data.scene import GeneratorParams, with_overrides
+
+        try:
+            with_overrides(GeneratorParams(), cfg.data.generator)
+        except ValueError as exc:
+            raise ConfigError(f"config value data.generator.{exc}") from None
         if cfg.data.tile_size < 2 ** cfg.space.max_units:
             logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
                            "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dalp_moo.config import DataConfig
+from dalp_moo.config import DataConfig, load_config
 from dalp_moo.data import (
     CHIP_CLASSES,
     BandStats,
@@ -296,8 +296,10 @@ def test_generator_overrides_change_the_data_and_its_key() -> None:
     ({"misregistration_jitter_px": 2}, "data.generator.misregistration_jitter_px: must be 0 or 1"),
 ])
 def test_generator_overrides_are_checked(generator: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        DataConfig(generator=generator)
+    with pytest.raises(ConfigError, match=message):  # at config load, one line
+        load_config(overrides=[{"data": {"generator": generator}}])
+    with pytest.raises(DataError, match=message.removeprefix("data.generator.")):  # library use
+        open_source(DataConfig(n_tiles=20, tile_size=32, generator=generator))
 
 
 def test_generator_overrides_need_a_synthetic_source() -> None:

@@ -33,7 +33,10 @@ def open_source(cfg: DataConfig) -> SegmentationSource:
     """Open the data source named by ``cfg.source``."""
     prefix, _, path = cfg.source.partition(":")
     if prefix == "synthetic":
-        params = with_overrides(variant_params(path or "default"), cfg.generator)
+        try:
+            params = with_overrides(variant_params(path or "default"), cfg.generator)
+        except ValueError as exc:
+            raise DataError(f"data.generator.{exc}") from None
         spec = SyntheticSpec(cfg.n_tiles, cfg.tile_size, cfg.bands, cfg.seed, params)
         return SyntheticSource(spec, cache_dir=cfg.cache_dir, name=cfg.source)
     if prefix in LOADERS and path:
