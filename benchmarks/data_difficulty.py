@@ -8,7 +8,7 @@ epochs. A setting is a ``data.generator`` table (see ``dalp_moo.data.scene.Gener
 named variant (``synthetic:clear``) or an epoch count. Scores are test-split (held out) mIoU.
 
 This is a diagnosis, not a tuning loop: the default data stay as they are (raw L0-like scenes,
-with band-to-band misregistration, see README "Data").
+with band-to-band misregistration, see the README section on the deployment gap).
 
     python benchmarks/data_difficulty.py [--seeds 3] [--settings NAME,NAME] [--threads 1]
 
