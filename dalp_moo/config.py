@@ -148,6 +148,10 @@ class TrainConfig:
     dice_weight: float = 1.0  #: balanced: weight of the vessel-class soft Dice loss
     vessel_tiles: float = 0.0  #: balanced: share of sampled tiles holding vessels (0 = shuffled order)
     schedule: str = "constant"  #: balanced: lr schedule, 'constant' or 'cosine' (5 % warm-up)
+    #: FP32 trainings started again from a new seed (derived from the candidate's) when the model
+    #: ends degenerate (vessel or background IoU 0 on the validation split); 0 = never. The record
+    #: keeps every restart (``extra["restarts"]``)
+    restarts: int = field(default=0, metadata={"hash": "unless_default"})
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -166,6 +170,7 @@ class TrainConfig:
         _check(self.dice_weight >= 0, "train.dice_weight", "must be >= 0")
         _check(0 <= self.vessel_tiles < 1, "train.vessel_tiles", "must be in [0, 1)")
         _choice(self.schedule, ("cosine", "constant"), "train.schedule")
+        _check(0 <= self.restarts <= 5, "train.restarts", f"must be in 0..5, got {self.restarts}")
         for key, value in self.profile_options.items():
             _check(isinstance(value, (str, int, float, bool)), f"train.profile_options.{key}",
                    f"must be a string, number or boolean, got {type(value).__name__}")

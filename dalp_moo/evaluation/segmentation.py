@@ -7,6 +7,7 @@ space) and is created once per process by :func:`dalp_moo.evaluation.get_evaluat
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from dalp_moo.data import normalization_params, open_source
 from dalp_moo.errors import DataError, EvaluationError
 from dalp_moo.evaluation.evaluator import candidate_seed
 from dalp_moo.evaluation.record import STATUS_INFEASIBLE, EvalRecord
+from dalp_moo.log import logger
 from dalp_moo.model import InputNorm, build_model
 from dalp_moo.precision import run_regimes
 from dalp_moo.space import SearchSpace
@@ -124,6 +126,19 @@ class SegmentationEvaluator:
             t0 = time.perf_counter()
             fit = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed, device=self.device,
                               deadline=deadline, label=arch.arch_id, init_prior=True)
+            restarts = []
+            for attempt in range(1, cfg.train.restarts + 1):
+                reason = degenerate_fit(self._score(model.cpu().eval()))
+                if not reason:
+                    break
+                restarts.append({"seed": seed, "epochs": fit.epochs_run, "reason": reason})
+                seed = restart_seed(seed, attempt)
+                logger.info("%s: FP32 training ended degenerate (%s); restart %d/%d from seed %d",
+                            arch.arch_id, reason, attempt, cfg.train.restarts, seed)
+                torch.manual_seed(seed)
+                model = build_model(arch, self.source.bands, cfg.space.num_classes, InputNorm(*self.norm))
+                fit = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed, device=self.device,
+                                  deadline=deadline, label=f"{arch.arch_id} restart {attempt}", init_prior=True)
             train_time = time.perf_counter() - t0
             calibration = None
             if regime == "dalp":
@@ -134,6 +149,8 @@ class SegmentationEvaluator:
             latency = result.deployment.latency()
             diagnostics = self._diagnostics(model) if regime != "fp32" else None
             extra: dict[str, Any] = {"fp16": diagnostics["summary"]} if diagnostics else {}
+            if restarts:
+                extra["restarts"] = restarts
             if result.input_rescale_k is not None:
                 extra["input_rescale_k"] = result.input_rescale_k
             if getattr(result.deployment, "conversion_error", None) is not None:
@@ -171,3 +188,20 @@ class SegmentationEvaluator:
 
         batch = torch.stack([self.val_set[i][0] for i in range(min(n_tiles, len(self.val_set)))])
         return diagnose(model.cpu().eval(), self.profile, [batch])
+
+
+def degenerate_fit(score: Any) -> str:
+    """Why a scored model is degenerate ("" when it is not): it finds no pixel of the last class
+    (vessel IoU 0) or calls every pixel that class (background IoU 0)."""
+    ious = list(score.per_class_iou)
+    if ious[-1] <= 1e-12:
+        return "vessel IoU 0 on the validation split"
+    if ious[0] <= 1e-12:
+        return "background IoU 0 on the validation split"
+    return ""
+
+
+def restart_seed(seed: int, attempt: int) -> int:
+    """Seed of restart ``attempt`` (1, 2, ...) of a training that started from ``seed`` (deterministic)."""
+    digest = hashlib.sha256(f"restart:{seed}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
