@@ -79,20 +79,23 @@ def setting_overrides(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ensure_run(folder: Path, name: str, seed: int, args: argparse.Namespace) -> float:
-    """Run (or resume, or reuse) the search of ``name`` with ``seed``; returns seconds spent."""
+    """Run (or resume, or reuse) the search of ``name`` with ``seed``; returns seconds spent. A
+    folder made with another configuration (its ``meta.json`` evaluation hash) is started over."""
     t0 = time.perf_counter()
-    if (folder / "summary.json").is_file():
-        view = RunView.load(folder)
-        if view.state.finished:
-            logger.info("reusing the finished run %s", folder)
-            return 0.0
     overrides = setting_overrides(name, args)
     overrides["search"]["seed"] = seed
     cfg = load_config("default", overrides=[overrides])
-    if (folder / "journal.jsonl").is_file():
+    meta = folder / "meta.json"
+    same = meta.is_file() and json.loads(meta.read_text()).get("config_hash") == cfg.evaluation_hash()
+    if same and (folder / "summary.json").is_file() and RunView.load(folder).state.finished:
+        logger.info("reusing the finished run %s", folder)
+        return 0.0
+    if same and (folder / "journal.jsonl").is_file():
         logger.info("resuming %s", folder)
         run_search(None, folder, resume=True)
     else:
+        if folder.exists():
+            logger.info("%s holds another configuration: starting over", folder)
         logger.info("running %s (seed %d) into %s", name, seed, folder)
         run_search(cfg, folder, force=folder.exists())
     return time.perf_counter() - t0
