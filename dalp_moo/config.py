@@ -254,11 +254,13 @@ def _hashed(section: Any) -> dict[str, Any]:
     out = {}
     for f in fields(section):
         mode = f.metadata.get("hash", True)
-        if mode == "unless_default" and values[f.name] == dataclasses.asdict(type(section)())[f.name]:
-            continue
-        if mode:
+        if mode is True or (mode == "unless_default" and values[f.name] != _default_of(f)):
             out[f.name] = values[f.name]
     return out
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,10 @@ class SegmentationEvaluator:
                                         "scale": self.norm[1]},
                 "data": self.source.describe()}
 
-    def build(self, genome: np.ndarray | list[int]) -> tuple[Any, torch.nn.Module]:
-        """Decode ``genome`` and build its (untrained) model with the candidate's seed."""
+    def build(self, genome: np.ndarray | list[int], seed: int | None = None) -> tuple[Any, torch.nn.Module]:
+        """Decode ``genome`` and build its (untrained) model with ``seed`` (default: the candidate's)."""
         arch = self.space.decode(np.asarray(genome))
-        torch.manual_seed(candidate_seed(self.cfg.search.seed, arch.arch_id))
+        torch.manual_seed(candidate_seed(self.cfg.search.seed, arch.arch_id) if seed is None else seed)
         model = build_model(arch, self.source.bands, self.cfg.space.num_classes, InputNorm(*self.norm))
         return arch, model
 
@@ -135,8 +135,7 @@ class SegmentationEvaluator:
                 seed = restart_seed(seed, attempt)
                 logger.info("%s: FP32 training ended degenerate (%s); restart %d/%d from seed %d",
                             arch.arch_id, reason, attempt, cfg.train.restarts, seed)
-                torch.manual_seed(seed)
-                model = build_model(arch, self.source.bands, cfg.space.num_classes, InputNorm(*self.norm))
+                _, model = self.build(genome, seed)
                 fit = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed, device=self.device,
                                   deadline=deadline, label=f"{arch.arch_id} restart {attempt}", init_prior=True)
             train_time = time.perf_counter() - t0
