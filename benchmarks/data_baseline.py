@@ -42,7 +42,7 @@ from dalp_moo.data import normalization_params, open_source
 from dalp_moo.model import InputNorm, ParamCounter, build_model, count_params
 from dalp_moo.space import SearchSpace
 from dalp_moo.space.genome import BLOCKS, CHANNEL_COEFFICIENTS, GENES_PER_UNIT, KERNELS
-from dalp_moo.training import evaluate_segmentation, train_model
+from dalp_moo.training import degenerate_reason, evaluate_segmentation, train_model
 
 #: (label, block, channel coefficient, kernel, units, normalisation)
 BASELINES = (
@@ -96,7 +96,7 @@ def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str)
                val_miou=val.miou, val_vessel_iou=val.per_class_iou[-1],
                test_miou=test.miou, test_vessel_iou=test.per_class_iou[-1],
                constant_prediction=len(classes) < 2,
-               degenerate=bool(test.per_class_iou[-1] == 0.0 or len(classes) < 2))
+               degenerate=bool(degenerate_reason(test.per_class_iou[0], test.per_class_iou[-1])))
     return row
 
 

@@ -77,7 +77,7 @@ from dalp_moo.space.genome import (
     POOLINGS,
     REDUCTIONS,
 )
-from dalp_moo.training import evaluate_segmentation, train_model
+from dalp_moo.training import degenerate_reason, evaluate_segmentation, train_model
 from dalp_moo.training.trainer import loss_fn
 
 #: a deployment gap (mIoU, fraction) below this counts as no gap
@@ -227,12 +227,7 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
         return evaluate_segmentation(predict, test_set, 2)
 
     fp32_score = score(fp32_model)
-    with torch.no_grad():
-        classes = set()
-        for i in range(0, len(test_set), 32):
-            x = torch.stack([test_set[j][0] for j in range(i, min(i + 32, len(test_set)))])
-            classes |= set(fp32_model(x).argmax(1).unique().tolist())
-    degenerate = bool(fp32_score.per_class_iou[-1] == 0.0 or len(classes) < 2)
+    degenerate = bool(degenerate_reason(fp32_score.per_class_iou[0], fp32_score.per_class_iou[-1]))
     variants = {v: score(deploy_fp16(fp32_model, get_profile(p, **over))).miou
                 for v, (p, over) in VARIANTS.items()} if args.variants else {}
 

@@ -14,8 +14,10 @@ from dalp_moo.evaluation.segmentation import degenerate_fit, restart_seed
 
 
 def test_degenerate_fit_names_the_missing_class() -> None:
-    assert degenerate_fit(SimpleNamespace(per_class_iou=[0.98, 0.0])) == "vessel IoU 0 on the validation split"
-    assert degenerate_fit(SimpleNamespace(per_class_iou=[0.0, 0.02])) == "background IoU 0 on the validation split"
+    vessel = degenerate_fit(SimpleNamespace(per_class_iou=[0.98, 0.0]))
+    assert vessel.startswith("vessel IoU 0") and vessel.endswith("on the validation split")
+    background = degenerate_fit(SimpleNamespace(per_class_iou=[0.0, 0.02]))
+    assert background.startswith("background IoU 0") and background.endswith("on the validation split")
     assert degenerate_fit(SimpleNamespace(per_class_iou=[0.97, 0.41])) == ""
 
 
@@ -48,7 +50,8 @@ def test_a_degenerate_training_is_restarted_and_every_restart_recorded() -> None
     restarts = record.extra["restarts"]
     # the first training is degenerate; a restart from another initialisation may or may not be
     assert 1 <= len(restarts) <= 2
-    assert all(r["reason"] == "vessel IoU 0 on the validation split" for r in restarts)
+    assert all(r["reason"].startswith("vessel IoU 0") and r["reason"].endswith("on the validation split")
+               for r in restarts)
     for before, after in zip(restarts, restarts[1:], strict=False):
         assert after["seed"] == restart_seed(before["seed"], 1 + restarts.index(before))
     assert _one(restarts=2).extra["restarts"] == restarts  # deterministic

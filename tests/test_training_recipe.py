@@ -13,13 +13,14 @@ from torch import nn
 from dalp_moo.config import DataConfig, TrainConfig
 from dalp_moo.data.base import ArrayDataset
 from dalp_moo.errors import ConfigError
-from dalp_moo.training import focal_loss, train_model
+from dalp_moo.training import degenerate_reason, focal_loss, train_model
 from dalp_moo.training.losses import (
     NONFINITE_MARGIN,
     dice_loss,
     penalise_nonfinite,
     segmentation_loss,
 )
+from dalp_moo.training.metrics import confusion_matrix, score_from_confusion
 from dalp_moo.training.trainer import lr_factor, train_loader
 
 
@@ -141,3 +142,13 @@ def test_output_bias_starts_at_the_class_prior() -> None:
     p = torch.softmax(net(torch.zeros(1, 3, 2, 2)), 1)[0, :, 0, 0]
     assert p.tolist() == pytest.approx([0.98, 0.02], abs=1e-6)
     assert not init_output_prior(nn.Conv2d(3, 2, 1, bias=False), data)
+
+
+def test_degenerate_rule_on_scored_constant_predictions() -> None:
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 2:4, 2:5] = 1
+    for pred, word in ((torch.zeros_like(target), "vessel"), (torch.ones_like(target), "background")):
+        score = score_from_confusion(confusion_matrix(pred, target, 2))
+        assert degenerate_reason(score.per_class_iou[0], score.per_class_iou[-1]).startswith(f"{word} IoU 0")
+    score = score_from_confusion(confusion_matrix(target.clone(), target, 2))
+    assert degenerate_reason(score.per_class_iou[0], score.per_class_iou[-1]) == ""

@@ -27,6 +27,7 @@ from dalp_moo.model import InputNorm, build_model
 from dalp_moo.precision import run_regimes
 from dalp_moo.space import SearchSpace
 from dalp_moo.training import (
+    degenerate_reason,
     estimate_training_memory_mb,
     evaluate_segmentation,
     resolve_device,
@@ -190,14 +191,11 @@ class SegmentationEvaluator:
 
 
 def degenerate_fit(score: Any) -> str:
-    """Why a scored model is degenerate ("" when it is not): it finds no pixel of the last class
-    (vessel IoU 0) or calls every pixel that class (background IoU 0)."""
+    """Why a scored model (validation split) is degenerate ("" when it is not): see
+    :func:`dalp_moo.training.metrics.degenerate_reason`."""
     ious = list(score.per_class_iou)
-    if ious[-1] <= 1e-12:
-        return "vessel IoU 0 on the validation split"
-    if ious[0] <= 1e-12:
-        return "background IoU 0 on the validation split"
-    return ""
+    reason = degenerate_reason(ious[0], ious[-1])
+    return f"{reason} on the validation split" if reason else ""
 
 
 def restart_seed(seed: int, attempt: int) -> int:

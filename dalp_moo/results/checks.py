@@ -18,9 +18,8 @@ from typing import Any
 from dalp_moo.application import finite_float
 from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
+from dalp_moo.training.metrics import degenerate_reason as degenerate_ious
 
-#: IoU at or below which a class counts as never predicted correctly (fraction)
-IOU_ZERO = 1e-6
 #: share of successful candidates above which a run gets the "mostly degenerate" warning
 DEGENERATE_SHARE = 0.5
 
@@ -36,11 +35,7 @@ def degenerate_reason(record: EvalRecord) -> str:
     miou = finite_float(record.metrics.get("deployed_miou"))
     if vessel is None or miou is None:
         return ""
-    if vessel <= IOU_ZERO:
-        return "vessel IoU 0 (no vessel pixel found: constant background prediction)"
-    if 2.0 * miou - vessel <= IOU_ZERO:
-        return "background IoU 0 (every pixel called vessel: constant prediction)"
-    return ""
+    return degenerate_ious(2.0 * miou - vessel, vessel)
 
 
 def degenerate(records: Sequence[EvalRecord]) -> list[EvalRecord]:

@@ -9,6 +9,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+#: IoU at or below which a class counts as never predicted correctly (fraction)
+IOU_ZERO = 1e-6
+
+
+def degenerate_reason(background_iou: float, vessel_iou: float) -> str:
+    """Why a two-class segmentation model with these IoUs (fractions) is degenerate, "" when it
+    is not: it finds no vessel pixel (vessel IoU 0) or calls every pixel a vessel (background
+    IoU 0). One rule for the search, its result checks and the benchmarks."""
+    if vessel_iou <= IOU_ZERO:
+        return "vessel IoU 0 (no vessel pixel found: constant background prediction)"
+    if background_iou <= IOU_ZERO:
+        return "background IoU 0 (every pixel called vessel: constant prediction)"
+    return ""
+
 
 @dataclass(frozen=True)
 class SegmentationScore:
