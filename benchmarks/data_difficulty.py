@@ -4,15 +4,18 @@ numbers (``data_baseline.BASELINES[0]``) under the balanced recipe.
 
 Every setting trains ``--seeds`` models (training seeds 0..n-1, the same data seed) at the
 default preset's budget (6 FP32 epochs, 600 tiles of 64 px) unless the setting names its own
-epochs. A setting is a ``data.generator`` table (see ``dalp_moo.data.scene.GeneratorParams``), a
-named variant (``synthetic:clear``) or an epoch count. Scores are test-split (held out) mIoU.
+epochs, tile count or tile size. A setting is a ``data.generator`` table (see
+``dalp_moo.data.scene.GeneratorParams``), a named variant (``synthetic:clear``) or a budget
+(epochs, tiles, tile edge); ``compute`` is its training pixels x epochs relative to the default
+budget. Scores are test-split (held out) mIoU.
 
 This is a diagnosis, not a tuning loop: the default data stay as they are (raw L0-like scenes,
 with band-to-band misregistration, see the README section on the deployment gap).
 
-    python benchmarks/data_difficulty.py [--seeds 3] [--settings NAME,NAME] [--threads 1]
+    python benchmarks/data_difficulty.py [--seeds 3] [--settings 'NAME;NAME'] [--threads 1] [--update]
 
-Prints a table and writes benchmarks/results/data_difficulty.json.
+Prints a table and writes benchmarks/results/data_difficulty.json (``--update``: replace only the
+settings run and keep the file's others).
 """
 
 from __future__ import annotations
@@ -35,21 +38,29 @@ from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
 from dalp_moo.model import ParamCounter  # noqa: E402
 from dalp_moo.space import SearchSpace  # noqa: E402
 
-#: name -> (data.source, data.generator changes, epochs or None for the preset's)
-SETTINGS: dict[str, tuple[str, dict[str, Any], int | None]] = {
-    "default": ("synthetic", {}, None),
-    "no misregistration": ("synthetic", {"misregistration_px": 0}, None),
-    "fixed band offsets only": ("synthetic", {"misregistration_jitter_px": 0}, None),
-    "no clouds": ("synthetic", {"p_cloud": 0.0, "small_cloud_density": 0.0}, None),
-    "no land": ("synthetic", {"p_land": 0.0, "rocks_density": 0.0}, None),
-    "no dark/rust hulls": ("synthetic", {"p_dark_hull": 0.0, "p_rust_hull": 0.0}, None),
-    "no glint": ("synthetic", {"p_glint": 0.0, "sparkle_density": 0.0}, None),
-    "no haze": ("synthetic", {"p_haze": 0.0}, None),
-    "no wakes": ("synthetic", {"p_moving": 0.0}, None),
-    "no sensor noise": ("synthetic", {"read_noise_dn": 0.0, "shot_noise": 0.0, "striping_dn": 0.0}, None),
-    "clear variant": ("synthetic:clear", {}, None),
-    "default, 12 epochs": ("synthetic", {}, 12),
-    "default, 18 epochs": ("synthetic", {}, 18),
+#: name -> (data.source, data.generator changes, epochs, n_tiles, tile_size); None: the preset's
+SETTINGS: dict[str, tuple[str, dict[str, Any], int | None, int | None, int | None]] = {
+    "default": ("synthetic", {}, None, None, None),
+    "no misregistration": ("synthetic", {"misregistration_px": 0}, None, None, None),
+    "fixed band offsets only": ("synthetic", {"misregistration_jitter_px": 0}, None, None, None),
+    "no clouds": ("synthetic", {"p_cloud": 0.0, "small_cloud_density": 0.0}, None, None, None),
+    "no land": ("synthetic", {"p_land": 0.0, "rocks_density": 0.0}, None, None, None),
+    "no dark/rust hulls": ("synthetic", {"p_dark_hull": 0.0, "p_rust_hull": 0.0}, None, None, None),
+    "no glint": ("synthetic", {"p_glint": 0.0, "sparkle_density": 0.0}, None, None, None),
+    "no haze": ("synthetic", {"p_haze": 0.0}, None, None, None),
+    "no wakes": ("synthetic", {"p_moving": 0.0}, None, None, None),
+    "no sensor noise": ("synthetic", {"read_noise_dn": 0.0, "shot_noise": 0.0, "striping_dn": 0.0},
+                        None, None, None),
+    "clear variant": ("synthetic:clear", {}, None, None, None),
+    "default, 12 epochs": ("synthetic", {}, 12, None, None),
+    "default, 18 epochs": ("synthetic", {}, 18, None, None),
+    "1200 tiles": ("synthetic", {}, None, 1200, None),
+    "1800 tiles": ("synthetic", {}, None, 1800, None),
+    "150 tiles of 128 px": ("synthetic", {}, None, 150, 128),
+    "300 tiles of 128 px": ("synthetic", {}, None, 300, 128),
+    "600 tiles of 128 px": ("synthetic", {}, None, 600, 128),
+    "300 tiles of 128 px, 10 epochs": ("synthetic", {}, 10, 300, 128),
+    "600 tiles of 128 px, 10 epochs": ("synthetic", {}, 10, 600, 128),
 }
 
 
@@ -57,11 +68,13 @@ def main() -> None:
     default = load_config("default")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per setting")
-    ap.add_argument("--settings", default="", help="comma-separated names of SETTINGS (default: all)")
+    ap.add_argument("--settings", default="", help="names of SETTINGS separated by ';' (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/data_difficulty.json")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the settings of an existing --out file that are not run now")
     args = ap.parse_args()
-    names = [n for n in args.settings.split(",") if n] or list(SETTINGS)
+    names = [n.strip() for n in args.settings.split(";") if n.strip()] or list(SETTINGS)
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         ap.error(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
@@ -74,8 +87,10 @@ def main() -> None:
     table: dict[str, dict[str, Any]] = {}
     rows: list[dict] = []
     for name in names:
-        source, changes, epochs = SETTINGS[name]
-        dcfg = dataclasses.replace(default.data, source=source, generator=changes, normalization=norm)
+        source, changes, epochs, n_tiles, tile_size = SETTINGS[name]
+        dcfg = dataclasses.replace(default.data, source=source, generator=changes, normalization=norm,
+                                   n_tiles=n_tiles or default.data.n_tiles,
+                                   tile_size=tile_size or default.data.tile_size)
         tcfg = dataclasses.replace(default.train, epochs=epochs or default.train.epochs, regime="fp32",
                                    device="cpu", recipe="balanced")
         runs = []
@@ -87,7 +102,11 @@ def main() -> None:
         ok = [r for r in runs if r["trained"]]
         test = [r["test_miou"] for r in ok]
         table[name] = {
-            "source": source, "generator": changes, "epochs": tcfg.epochs, "seeds": len(runs),
+            "source": source, "generator": changes, "epochs": tcfg.epochs,
+            "n_tiles": dcfg.n_tiles, "tile_size": dcfg.tile_size,
+            "compute": (dcfg.n_tiles * dcfg.tile_size ** 2 * tcfg.epochs)
+            / (default.data.n_tiles * default.data.tile_size ** 2 * default.train.epochs),
+            "seeds": len(runs),
             "trained": len(ok), "degenerate": sum(r["degenerate"] for r in ok),
             "mean_test_miou": statistics.mean(test) if test else None,
             "min_test_miou": min(test, default=None), "max_test_miou": max(test, default=None),
@@ -95,9 +114,17 @@ def main() -> None:
             "mean_test_vessel_iou": statistics.mean(r["test_vessel_iou"] for r in ok) if ok else None,
             "train_s": sum(r.get("train_s", 0.0) for r in runs)}
         t = table[name]
-        print(f"{name:26s} ep {t['epochs']:2d}  test mIoU {t['mean_test_miou']:.3f} "
+        print(f"{name:30s} ep {t['epochs']:2d} x{t['compute']:4.1f}  test mIoU {t['mean_test_miou']:.3f} "
               f"[{t['min_test_miou']:.3f}, {t['max_test_miou']:.3f}]  val {t['mean_val_miou']:.3f}  "
               f"vessel IoU {t['mean_test_vessel_iou']:.3f}  degenerate {t['degenerate']}", flush=True)
+    if args.update and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        table = {**{k: v for k, v in old.get("settings", {}).items() if k not in table}, **table}
+        rows = [r for r in old.get("rows", []) if r.get("setting") not in names] + rows
+        for t in table.values():  # files written before budgets were settings
+            t.setdefault("n_tiles", default.data.n_tiles)
+            t.setdefault("tile_size", default.data.tile_size)
+            t.setdefault("compute", t["epochs"] / default.train.epochs)
     base = table.get("default", {}).get("mean_test_miou")
     for t in table.values():
         t["delta_vs_default"] = (t["mean_test_miou"] - base
@@ -108,7 +135,7 @@ def main() -> None:
                       "tile_size": default.data.tile_size, "recipe": "balanced",
                       "batch_size": default.train.batch_size, "data_seed": default.data.seed},
            "settings": table, "rows": rows, "torch": torch.__version__, "threads": args.threads,
-           "wall_s": time.perf_counter() - t_start,
+           "wall_s": time.perf_counter() - t_start,  # of this invocation (--update: not of the kept settings)
            "note": "test-split mIoU (held out) of FP32 training; mean over training seeds; "
                    "the default data are not changed by this benchmark"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,17 @@ from dalp_moo.evaluation.record import STATUS_FAILED, EvalRecord
 from dalp_moo.log import logger
 
 
+def derived_seed(*parts: object) -> int:
+    """A 32-bit seed derived from ``parts`` (their ``str`` joined by ``:``), the same on every
+    machine and Python process (SHA-256, unlike ``hash``)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def candidate_seed(search_seed: int, arch_id: str) -> int:
     """Seed of one candidate's initialisation and data order: depends on the run seed and the
     architecture only, so a cached result equals a recomputed one."""
-    digest = hashlib.sha256(f"{search_seed}:{arch_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return derived_seed(search_seed, arch_id)
 
 
 def utc_now() -> str:

@@ -7,7 +7,6 @@ space) and is created once per process by :func:`dalp_moo.evaluation.get_evaluat
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from dalp_moo.application import Constraint, first_violated
 from dalp_moo.config import RunConfig
 from dalp_moo.data import normalization_params, open_source
 from dalp_moo.errors import DataError, EvaluationError
-from dalp_moo.evaluation.evaluator import candidate_seed
+from dalp_moo.evaluation.evaluator import candidate_seed, derived_seed
 from dalp_moo.evaluation.record import STATUS_INFEASIBLE, EvalRecord
 from dalp_moo.log import logger
 from dalp_moo.model import InputNorm, build_model
@@ -200,5 +199,4 @@ def degenerate_fit(score: Any) -> str:
 
 def restart_seed(seed: int, attempt: int) -> int:
     """Seed of restart ``attempt`` (1, 2, ...) of a training that started from ``seed`` (deterministic)."""
-    digest = hashlib.sha256(f"restart:{seed}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return derived_seed("restart", seed, attempt)
