@@ -60,6 +60,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any], int | None, int | None, int | Non
     "300 tiles of 128 px": ("synthetic", {}, None, 300, 128),
     "600 tiles of 128 px": ("synthetic", {}, None, 600, 128),
     "300 tiles of 128 px, 10 epochs": ("synthetic", {}, 10, 300, 128),
+    "450 tiles of 128 px, 10 epochs": ("synthetic", {}, 10, 450, 128),
     "600 tiles of 128 px, 10 epochs": ("synthetic", {}, 10, 600, 128),
 }
 
