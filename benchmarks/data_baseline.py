@@ -33,6 +33,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,6 +106,20 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return statistics.mean(vals) if vals else None
 
 
+def seed_summary(runs: list[dict]) -> dict[str, Any]:
+    """Figures over the training seeds of one model and setting (rows of :func:`train_one`):
+    runs, trained, degenerate, mean/min/max test mIoU, mean validation mIoU and test vessel IoU
+    (over the trained runs; None when none trained) and the training time (s)."""
+    test = [r["test_miou"] for r in runs if r.get("trained")]
+    return {"seeds": len(runs), "trained": len(test),
+            "degenerate": sum(bool(r.get("degenerate")) for r in runs if r.get("trained")),
+            "mean_test_miou": _mean(runs, "test_miou"),
+            "min_test_miou": min(test, default=None), "max_test_miou": max(test, default=None),
+            "mean_val_miou": _mean(runs, "val_miou"),
+            "mean_test_vessel_iou": _mean(runs, "test_vessel_iou"),
+            "train_s": sum(r.get("train_s", 0.0) for r in runs)}
+
+
 def main() -> None:
     default = load_config("default")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -174,12 +189,7 @@ def main() -> None:
         for label, *_ in BASELINES:
             b = [r for r in rr if r["label"] == label]
             if b:
-                per_baseline[label] = {
-                    "params": b[0]["params"], "seeds": len(b),
-                    "mean_test_miou": _mean(b, "test_miou"), "mean_val_miou": _mean(b, "val_miou"),
-                    "mean_test_vessel_iou": _mean(b, "test_vessel_iou"),
-                    "min_test_miou": min((r["test_miou"] for r in b if r["trained"]), default=None),
-                    "degenerate": sum(r.get("degenerate", False) for r in b)}
+                per_baseline[label] = {"params": b[0]["params"], **seed_summary(b)}
         rnd = [r for r in rr if r["label"].startswith("random")]
         trained = [r for r in rnd if r["trained"]]
         summary[recipe] = {

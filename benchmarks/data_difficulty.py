@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import BASELINES, genome_for, train_one  # noqa: E402
+from data_baseline import BASELINES, genome_for, seed_summary, train_one  # noqa: E402
 
 from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
 from dalp_moo.model import ParamCounter  # noqa: E402
@@ -100,20 +99,12 @@ def main() -> None:
             r["setting"] = name
             runs.append(r)
             rows.append(r)
-        ok = [r for r in runs if r["trained"]]
-        test = [r["test_miou"] for r in ok]
         table[name] = {
             "source": source, "generator": changes, "epochs": tcfg.epochs,
             "n_tiles": dcfg.n_tiles, "tile_size": dcfg.tile_size,
             "compute": (dcfg.n_tiles * dcfg.tile_size ** 2 * tcfg.epochs)
             / (default.data.n_tiles * default.data.tile_size ** 2 * default.train.epochs),
-            "seeds": len(runs),
-            "trained": len(ok), "degenerate": sum(r["degenerate"] for r in ok),
-            "mean_test_miou": statistics.mean(test) if test else None,
-            "min_test_miou": min(test, default=None), "max_test_miou": max(test, default=None),
-            "mean_val_miou": statistics.mean(r["val_miou"] for r in ok) if ok else None,
-            "mean_test_vessel_iou": statistics.mean(r["test_vessel_iou"] for r in ok) if ok else None,
-            "train_s": sum(r.get("train_s", 0.0) for r in runs)}
+            **seed_summary(runs)}
         t = table[name]
         print(f"{name:30s} ep {t['epochs']:2d} x{t['compute']:4.1f}  test mIoU {t['mean_test_miou']:.3f} "
               f"[{t['min_test_miou']:.3f}, {t['max_test_miou']:.3f}]  val {t['mean_val_miou']:.3f}  "
