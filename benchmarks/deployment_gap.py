@@ -314,6 +314,18 @@ def _f(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3f}"
 
 
+#: what the figures of the JSON document are (emulated or measured)
+LABELS = {
+    "targets": "per target: emulated true = numerics emulated on the host (Myriad X); false = deployed "
+               "mIoU measured by the OpenVINO runtime on this CPU",
+    "mean_variant_gap": "EMULATED: mean FP32 - post-training mIoU under the host emulation of each "
+                        "numerics variant (ablation; its 'bf16' is the emulated bf16 profile, not the "
+                        "OpenVINO measurement of target openvino_bf16)",
+    "cases[].ptq_variants": "EMULATED: post-training mIoU of the case under each emulated variant",
+    "cases[].targets": "per target, emulated or measured as in 'targets'",
+}
+
+
 def build_summary(cases: list[dict], settings: dict, emulated: dict[str, bool], partial: bool,
                   extra: dict | None = None) -> dict:
     """The JSON document: per-target summaries, the mean ptq gap per emulated variant (when every
@@ -324,6 +336,8 @@ def build_summary(cases: list[dict], settings: dict, emulated: dict[str, bool], 
     if cases and all(c["ptq_variants"] for c in cases):
         summary["mean_variant_gap"] = {v: statistics.mean(c["fp32_miou"] - c["ptq_variants"][v] for c in cases)
                                        for v in VARIANTS}
+    summary["variants_emulated"] = True
+    summary["labels"] = LABELS
     return {**summary, **(extra or {}), "cases": cases}
 
 
@@ -352,11 +366,12 @@ def merge(paths: list[str], out: Path) -> None:
             unique.append(c)
     settings = dict(parts[0]["settings"])
     settings["archs"] = list(dict.fromkeys(c["arch"] for c in unique))
-    settings["merged_from"] = [str(p) for p in paths]
+    settings["merged_from"] = [m for path, part in zip(paths, parts, strict=True)
+                               for m in part["settings"].get("merged_from", [str(path)])]
     emulated = {k: v["emulated"] for k, v in settings["targets"].items()}
     wanted = {(a, s) for a in settings["archs"] for s in range(int(settings["seeds"]))}
     extra = {"step_timing_per_arch": [t for p in parts for t in p.get("step_timing_per_arch", [])],
-             "wall_s_per_part": [p.get("wall_s") for p in parts]}
+             "wall_s_per_part": [w for p in parts for w in p.get("wall_s_per_part", [p.get("wall_s")])]}
     summary = build_summary(unique, settings, emulated, not wanted <= seen, extra)
     out.write_text(json.dumps(summary, indent=2, default=float))
     print_summary(summary)

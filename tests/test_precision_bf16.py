@@ -87,3 +87,30 @@ def test_openvino_bf16_dalp_combination_is_measured(tmp_path) -> None:  # noqa: 
     assert record.emulated is False and m["latency_method"] == "measured"
     assert m["ptq_miou"] is not None and m["dalp_miou"] is not None
     assert m["deployed_miou"] == m["dalp_miou"]
+
+
+def test_cli_on_a_cpu_without_bf16_says_so_in_one_line_and_exits_2(tmp_path, monkeypatch) -> None:
+    """The documented bf16 command on a CPU whose OpenVINO plugin lists no BF16 capability. This
+    machine family has bf16, so the plugin's capability query is replaced by the answer an
+    AVX2-only CPU gives; everything else (config, CLI, backend construction) is real."""
+    from click.testing import CliRunner
+
+    from dalp_moo.backends import openvino_backend
+    from dalp_moo.cli import main
+
+    real = openvino_backend.device_properties
+
+    def without_bf16(device: str = "CPU") -> dict:
+        props = dict(real(device))
+        props["OPTIMIZATION_CAPABILITIES"] = "['FP32', 'FP16', 'INT8', 'BIN', 'EXPORT_IMPORT']"
+        return props
+
+    monkeypatch.setattr(openvino_backend, "device_properties", without_bf16)
+    result = CliRunner().invoke(main, [
+        "run", "--preset", "smoke", "--backend", "openvino", "--set", 'backend.options={precision="bf16"}',
+        "--profile", "bf16", "--regime", "dalp", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no bf16 arithmetic" in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "journal.jsonl").exists()  # refused before any evaluation

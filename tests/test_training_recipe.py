@@ -152,3 +152,23 @@ def test_degenerate_rule_on_scored_constant_predictions() -> None:
         assert degenerate_reason(score.per_class_iou[0], score.per_class_iou[-1]).startswith(f"{word} IoU 0")
     score = score_from_confusion(confusion_matrix(target.clone(), target, 2))
     assert degenerate_reason(score.per_class_iou[0], score.per_class_iou[-1]) == ""
+
+
+def test_paper_recipe_names_the_settings_a_config_changes(caplog, monkeypatch) -> None:
+    from dalp_moo.config import load_config
+    from dalp_moo.log import logger
+
+    monkeypatch.setattr(logger, "propagate", True)  # a CLI test earlier in the process turns it off
+    from dalp_moo.training.trainer import PAPER_SETTINGS, paper_deviations
+
+    assert PAPER_SETTINGS == {"lr": 1e-3, "focal_alpha": 1.0, "focal_gamma": 2.0, "batch_size": 8, "patience": 3}
+    assert paper_deviations(TrainConfig(recipe="paper")) == []  # the defaults are the paper's
+    assert paper_deviations(TrainConfig(recipe="balanced", lr=3e-3)) == []
+    assert paper_deviations(TrainConfig(recipe="paper", lr=3e-3, batch_size=4)) == [
+        "lr 0.003 (paper 0.001)", "batch_size 4 (paper 8)"]
+    from dalp_moo import applications
+
+    with caplog.at_level("WARNING", logger="dalp_moo"):
+        cfg = load_config("smoke", overrides=[{"train": {"recipe": "paper", "lr": 3e-3}}])
+        applications.get(cfg.problem).validate(cfg)
+    assert "train.recipe = 'paper' with lr 0.003 (paper 0.001)" in caplog.text

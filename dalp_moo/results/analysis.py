@@ -5,7 +5,8 @@
     compare_runs(["runs/a", "runs/b"])            # front size, best objective, hypervolume per run
     plot_regimes(df)                              # FP32 vs deployed mIoU (a matplotlib Figure)
 
-Figures from emulated backends are labelled "(emulated)". Plotting uses matplotlib's
+Axes of figures from emulated backends say "emulated" (measured ones "measured"), and the
+deployed number format (FP16 or bf16, column ``number_format``) is named. Plotting uses matplotlib's
 object-oriented API (no pyplot state, no backend switch), so notebooks show the figures inline.
 The figures of the ``plot`` command are in :mod:`dalp_moo.results.plots`.
 """
@@ -27,7 +28,7 @@ def load_run(path: str | Path) -> pd.DataFrame:
     """All evaluations of a run folder as a DataFrame; ``on_front`` marks the Pareto front,
     ``feasible``, ``generation`` (inferred for format-1 journals) and ``degenerate`` (reason, ""
     when not) are added. For runs that record the three regimes (vessel segmentation),
-    ``gap`` / ``recovered`` give the FP16 deployment gap (fp32 - ptq) and its recovered share
+    ``gap`` / ``recovered`` give the deployment gap (fp32 - ptq; FP16 or bf16, ``number_format``) and its recovered share
     ((dalp - ptq) / gap, where the gap is positive)."""
     df = RunView.load(path).table()
     if {"fp32_miou", "ptq_miou", "dalp_miou"} <= set(df.columns):
@@ -68,14 +69,18 @@ def plot_regimes(df: pd.DataFrame, ax: Any = None) -> Any:
         fig = new_figure(5.5, 4.5)
         ax = fig.subplots()
     ok = df[df.status == STATUS_OK]
-    emulated = " (emulated)" if "emulated" in ok and bool(ok["emulated"].astype(bool).any()) else ""
+    tag = ""
+    if "emulated" in ok:
+        tag = ", emulated" if bool(ok["emulated"].astype(bool).any()) else ", measured"
+    formats = sorted(set(ok["number_format"].dropna())) if "number_format" in ok else []
+    fmt = "/".join(formats) or "low-precision"
     lim = [0, 1]
     ax.plot(lim, lim, c="0.7", lw=1, label="no deployment loss (y = x)")
-    ax.scatter(ok.fp32_miou, ok.ptq_miou, s=16, marker="s", label="post-training FP16 (ptq)")
+    ax.scatter(ok.fp32_miou, ok.ptq_miou, s=16, marker="s", label=f"post-training {fmt} (ptq)")
     if ok.dalp_miou.notna().any():
         ax.scatter(ok.fp32_miou, ok.dalp_miou, s=16, marker="^", label="deployment-aligned (dalp)")
     ax.set_xlabel("FP32 mIoU on the host (fraction)")
-    ax.set_ylabel(f"mIoU of the FP16 deployment (fraction){emulated}")
+    ax.set_ylabel(f"mIoU of the {fmt} deployment (fraction{tag})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax.figure

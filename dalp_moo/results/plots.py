@@ -6,7 +6,7 @@ Every function returns a :class:`matplotlib.figure.Figure` (or None when the run
 * :func:`pareto_figure`: 2-D projections of the objectives, points not joined (a projection of an
   n-objective front is not a curve); dominated, non-dominated and infeasible candidates marked
   differently, colour = generation; three objectives give a pairwise grid.
-* :func:`gap_figure`: FP32 vs post-training FP16 (ptq) vs deployment-aligned (dalp) mIoU per
+* :func:`gap_figure`: FP32 vs post-training FP16 or bf16 (ptq) vs deployment-aligned (dalp) mIoU per
   candidate, when the run recorded them.
 * :func:`history_figure`: hypervolume (against the run's fixed reference point) and front size
   per generation.
@@ -219,7 +219,8 @@ def pareto_figure(view: RunView) -> Figure:
 
 
 # -- deployment gap -------------------------------------------------------------------------------
-REGIMES = (("fp32_miou", "FP32 (host)", "o", "0.25"), ("ptq_miou", "post-training FP16 (ptq)", "s", "tab:blue"),
+#: key, legend label ({fmt}: the run's number format), marker, colour
+REGIMES = (("fp32_miou", "FP32 (host)", "o", "0.25"), ("ptq_miou", "post-training {fmt} (ptq)", "s", "tab:blue"),
            ("dalp_miou", "deployment-aligned (dalp)", "^", "tab:orange"))
 
 
@@ -231,6 +232,7 @@ def gap_figure(view: RunView) -> Figure | None:
     if not ok:
         return None
     tag = "emulated" if any(r.emulated for r in ok) else "measured"
+    fmt = view.number_format()
     fig = new_figure(11.5, 5.2)
     left, right = fig.subplots(1, 2, width_ratios=(1, 1.25))
     fp32 = _values(ok, "fp32_miou")
@@ -242,11 +244,11 @@ def gap_figure(view: RunView) -> Figure | None:
     for key, label, marker, colour in REGIMES[1:]:
         y = _values(ok, key)
         if np.isfinite(y).any():
-            left.scatter(fp32, y, marker=marker, c=colour, s=24, label=label, zorder=3)
+            left.scatter(fp32, y, marker=marker, c=colour, s=24, label=label.format(fmt=fmt), zorder=3)
     left.set_xlim(lim)
     left.set_ylim(lim)
     left.set_xlabel("FP32 mIoU on the host (fraction)", fontsize=9)
-    left.set_ylabel(f"mIoU of the FP16 deployment (fraction, {tag})", fontsize=9)
+    left.set_ylabel(f"mIoU of the {fmt} deployment (fraction, {tag})", fontsize=9)
     left.legend(fontsize=8, loc="upper left")
     left.grid(alpha=0.3)
     left.set_title("every successful candidate", fontsize=9)
@@ -262,10 +264,10 @@ def gap_figure(view: RunView) -> Figure | None:
     for key, label, marker, colour in REGIMES:
         x = _values(shown, key)
         if np.isfinite(x).any():
-            right.scatter(x, ys, marker=marker, c=colour, s=30, label=label, zorder=3)
+            right.scatter(x, ys, marker=marker, c=colour, s=30, label=label.format(fmt=fmt), zorder=3)
     right.set_yticks(ys, [f"{r.arch_id}{' *' if r.arch_id in front_ids else ''}" for r in shown], fontsize=7,
                      family="monospace")
-    right.set_xlabel(f"validation mIoU (fraction; FP16 figures {tag})", fontsize=9)
+    right.set_xlabel(f"validation mIoU (fraction; {fmt} figures {tag})", fontsize=9)
     right.grid(alpha=0.3, axis="x")
     right.legend(fontsize=8, loc="lower right")
     more = f"; {len(ok) - len(shown)} more not shown" if len(ok) > len(shown) else ""

@@ -169,15 +169,28 @@ class RunView:
     def feasible_flags(self) -> list[bool]:
         return [is_feasible(r, self.scoring.constraints) for r in self.records]
 
+    def number_format(self) -> str:
+        """Storage format of the deployed figures, from the run's numerics profile
+        (``train.profile``): "FP16" or "bf16"; "low-precision" when the profile is not one of
+        :data:`dalp_moo.precision.PROFILES`."""
+        from dalp_moo.precision import PROFILES
+
+        profile = PROFILES.get(str(getattr(getattr(self.cfg, "train", None), "profile", "")))
+        if profile is None:
+            return "low-precision"
+        return {"fp16": "FP16"}.get(profile.format, profile.format)
+
     def table(self) -> pd.DataFrame:
         """All evaluations (the run folder's table columns) plus ``generation`` (inferred where
-        missing), ``feasible``, ``on_front``, ``degenerate`` and the run name."""
+        missing), ``feasible``, ``on_front``, ``degenerate``, ``number_format`` (see
+        :meth:`number_format`) and the run name."""
         df = self.folder.table(self.records)
         df["generation"] = self.generations()
         df["feasible"] = self.feasible_flags()
         front_ids = {r.arch_id for r in self.front}
         df["on_front"] = df["arch_id"].isin(front_ids)
         df["degenerate"] = [degenerate_reason(r) for r in self.records]
+        df["number_format"] = self.number_format()
         df["run"] = self.name
         return df
 

@@ -2,8 +2,9 @@
 
 Recipes (``TrainConfig.recipe``):
 
-* ``paper``: the paper's recipe: focal loss (alpha 1, gamma 2), constant Adam learning rate,
-  tiles in shuffled order (batch 8 and patience 3 are the config defaults);
+* ``paper``: the paper's recipe: focal loss (alpha 1, gamma 2), constant Adam learning rate
+  1e-3, tiles in shuffled order, batch 8, patience 3 (:data:`PAPER_SETTINGS`, the config
+  defaults; :func:`paper_deviations` names any that a config changes);
 * ``balanced`` (default): the paper's focal loss plus a soft Dice loss of the vessel class
   (``dice_weight``), and a fresh candidate's output bias starting at the log class frequencies
   of the training masks (``train_model(..., init_prior=True)``, the prior initialisation of
@@ -40,6 +41,9 @@ from dalp_moo.log import logger
 from dalp_moo.training.losses import penalise_nonfinite, segmentation_loss
 
 RECIPES = ("paper", "balanced")
+#: the paper's training settings (``train`` keys); ``recipe = "paper"`` with other values is warned about
+PAPER_SETTINGS: dict[str, float] = {"lr": 1e-3, "focal_alpha": 1.0, "focal_gamma": 2.0, "batch_size": 8,
+                                    "patience": 3}
 SCHEDULES = ("constant", "cosine")
 #: share of the steps of a ``cosine`` schedule spent warming up linearly
 WARMUP_FRACTION = 0.05
@@ -71,6 +75,15 @@ def _recipe(cfg: TrainConfig) -> str:
     if recipe not in RECIPES:
         raise ConfigError(f"train.recipe: {recipe!r} is not one of {', '.join(RECIPES)}")
     return recipe
+
+
+def paper_deviations(cfg: TrainConfig) -> list[str]:
+    """The ``train`` keys of :data:`PAPER_SETTINGS` that ``cfg`` sets otherwise, as
+    ``"lr 0.003 (paper 0.001)"``; empty unless ``cfg.recipe`` is ``paper``."""
+    if _recipe(cfg) != "paper":
+        return []
+    return [f"{k} {getattr(cfg, k):g} (paper {v:g})" for k, v in PAPER_SETTINGS.items()
+            if float(getattr(cfg, k)) != float(v)]
 
 
 def loss_fn(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
