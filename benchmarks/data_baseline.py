@@ -106,6 +106,13 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return statistics.mean(vals) if vals else None
 
 
+def write_json(out: dict, path: str | Path) -> None:
+    """Write a benchmark's JSON document to ``path`` (folders created) and say so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1, default=float))
+    print(f"wrote {path}")
+
+
 def seed_summary(runs: list[dict]) -> dict[str, Any]:
     """Figures over the training seeds of one model and setting (rows of :func:`train_one`):
     runs, trained, degenerate, mean/min/max test mIoU, mean validation mIoU and test vessel IoU
@@ -220,9 +227,7 @@ def main() -> None:
            "summary": summary, "rows": rows, "torch": torch.__version__,
            "threads": args.threads, "wall_s": time.perf_counter() - t_start,
            "note": "degenerate = vessel IoU 0 or one class predicted everywhere (test split)"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
-    print(f"wrote {args.out}")
+    write_json(out, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import BASELINES, genome_for, seed_summary, train_one  # noqa: E402
+from data_baseline import BASELINES, genome_for, seed_summary, train_one, write_json  # noqa: E402
 
 from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
 from dalp_moo.model import ParamCounter  # noqa: E402
@@ -130,9 +130,7 @@ def main() -> None:
            "wall_s": time.perf_counter() - t_start,  # of this invocation (--update: not of the kept settings)
            "note": "test-split mIoU (held out) of FP32 training; mean over training seeds; "
                    "the default data are not changed by this benchmark"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
-    print(f"wrote {args.out}")
+    write_json(out, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import genome_for, seed_summary, train_one  # noqa: E402
+from data_baseline import genome_for, seed_summary, train_one, write_json  # noqa: E402
 
 from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
 from dalp_moo.model import ParamCounter  # noqa: E402
@@ -92,9 +91,7 @@ def main() -> None:
            "wall_s": time.perf_counter() - t_start,
            "note": "FP32 training only (nothing emulated); the best member is chosen on the validation "
                    "split, its figure is the held-out test split's"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
-    print(f"wrote {args.out}")
+    write_json(out, args.out)
 
 
 if __name__ == "__main__":

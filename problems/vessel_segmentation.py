@@ -131,9 +131,9 @@ class VesselSegmentation(Application):
             raise ConfigError(f"config value data.generator.{exc}") from None
         from dalp_moo.training.trainer import paper_deviations
 
-        if paper_deviations(cfg.train):
-            logger.warning("train.recipe = 'paper' with %s: not the paper's recipe",
-                           ", ".join(paper_deviations(cfg.train)))
+        deviations = paper_deviations(cfg.train)
+        if deviations:
+            logger.warning("train.recipe = 'paper' with %s: not the paper's recipe", ", ".join(deviations))
         if cfg.data.tile_size < 2 ** cfg.space.max_units:
             logger.warning("data.tile_size %d is smaller than 2^max_units = %d: candidates with that many "
                            "units will fail", cfg.data.tile_size, 2 ** cfg.space.max_units)
