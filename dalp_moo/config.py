@@ -46,6 +46,9 @@ MAX_POPULATION = 100_000
 MAX_GENERATIONS = 100_000
 MAX_SEED = 2**31 - 1
 
+#: layouts of FP32 training tensors (``train.memory_format``)
+MEMORY_FORMATS = ("channels_last", "contiguous")
+
 #: field metadata of a value that does not change a candidate's evaluation
 NO_HASH = {"hash": False}
 
@@ -140,6 +143,11 @@ class TrainConfig:
     profile_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  #: 'auto', 'cpu' or 'cuda' (training device)
     threads: int = nohash(0)  #: torch CPU threads per evaluation (0 = torch default)
+    #: layout of images and convolution weights in FP32 training: 'channels_last' (NHWC, faster
+    #: CPU kernels: benchmarks/training_speed.py) or 'contiguous' (NCHW, the layout before
+    #: 2026-12-02); the layouts round differently (over a training, about what another seed
+    #: changes); a performance setting like ``threads``, so it does not enter the hash
+    memory_format: str = nohash("channels_last")
     max_time_s: float = 0.0  #: per-evaluation time budget in seconds (0 = none)
     max_memory_mb: int = 0  #: per-evaluation memory budget in MB (0 = none; also the Dask worker limit)
     #: 'balanced' (focal + Dice loss, output-bias prior; optional vessel-tile sampling and lr
@@ -164,6 +172,7 @@ class TrainConfig:
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", "must be >= 0")
         _choice(self.device, ("auto", "cpu", "cuda"), "train.device")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
+        _choice(self.memory_format, MEMORY_FORMATS, "train.memory_format")
         _check(self.max_time_s >= 0, "train.max_time_s", "must be >= 0")
         _check(self.max_memory_mb >= 0, "train.max_memory_mb", "must be >= 0")
         _choice(self.recipe, ("balanced", "paper"), "train.recipe")

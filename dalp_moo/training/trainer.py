@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from dalp_moo.config import TrainConfig
+from dalp_moo.config import MEMORY_FORMATS, TrainConfig
 from dalp_moo.errors import ConfigError, EvaluationError
 from dalp_moo.log import logger
 from dalp_moo.training.losses import penalise_nonfinite, segmentation_loss
@@ -97,8 +97,21 @@ def loss_fn(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return loss
 
 
+def training_layout(cfg: TrainConfig, aligned: bool) -> torch.memory_format:
+    """Memory format of a training run's images and convolution weights: ``cfg.memory_format``
+    for the plain FP32 forward; NCHW under a deployment-aligned ``forward_context`` (the
+    emulated FP16 forward is no faster in NHWC: benchmarks/training_speed.py)."""
+    name = str(getattr(cfg, "memory_format", "contiguous"))
+    if name not in MEMORY_FORMATS:
+        raise ConfigError(f"train.memory_format: {name!r} is not one of {', '.join(MEMORY_FORMATS)}")
+    if aligned or name == "contiguous":
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def _loss_on(model: nn.Module, loader: DataLoader, loss: Callable, device: torch.device,
-             ctx: Callable[[], contextlib.AbstractContextManager]) -> tuple[float, int]:
+             ctx: Callable[[], contextlib.AbstractContextManager],
+             layout: torch.memory_format = torch.contiguous_format) -> tuple[float, int]:
     """Mean loss over ``loader`` (tiles-weighted) and the number of pixels with non-finite
     logits (scored as confident errors)."""
     model.eval()
@@ -107,7 +120,7 @@ def _loss_on(model: nn.Module, loader: DataLoader, loss: Callable, device: torch
         for images, masks in loader:
             masks = masks.to(device)
             with ctx():
-                logits = model(images.to(device))
+                logits = model(_to(images, device, layout))
             logits, n_bad = penalise_nonfinite(logits, masks)
             bad += n_bad
             total += float(loss(logits, masks)) * images.shape[0]
@@ -196,6 +209,13 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _to(images: torch.Tensor, device: torch.device, layout: torch.memory_format) -> torch.Tensor:
+    """``images`` on ``device`` in ``layout`` (4-D batches only; others just moved)."""
+    if images.dim() == 4:
+        return images.to(device, memory_format=layout)
+    return images.to(device)
+
+
 def train_model(
     model: nn.Module,
     train_set: Dataset,
@@ -218,6 +238,8 @@ def train_model(
     sets the output bias to the log class frequencies (:func:`init_output_prior`).
     ``forward_context`` (optional) is entered around every forward pass, in training and
     validation: deployment-aligned fine-tuning passes the precision profile's context here.
+    Without one, images and weights are laid out as ``cfg.memory_format`` says while training
+    (:func:`training_layout`); the model is handed back in the standard (NCHW) layout.
     ``deadline`` is a ``time.monotonic()`` value after which training stops with an
     :class:`EvaluationError`. A non-finite training loss raises :class:`EvaluationError`.
     """
@@ -232,7 +254,8 @@ def train_model(
         init_output_prior(model, train_set)
     loader = train_loader(train_set, cfg, seed)
     val_loader = DataLoader(val_set, batch_size=max(cfg.batch_size, 16), shuffle=False)
-    model.to(device)
+    layout = training_layout(cfg, aligned=forward_context is not None)
+    model.to(device, memory_format=layout)
     base_lr = cfg.lr if lr is None else lr
     optimiser = torch.optim.Adam(model.parameters(), lr=base_lr)
     total_steps = epochs * len(loader)
@@ -248,7 +271,7 @@ def train_model(
             t0 = time.perf_counter()
             for group in optimiser.param_groups:
                 group["lr"] = base_lr * lr_factor(steps, total_steps, schedule)
-            images, masks = images.to(device), masks.to(device)
+            images, masks = _to(images, device, layout), masks.to(device)
             optimiser.zero_grad(set_to_none=True)
             with ctx():
                 logits = model(images)
@@ -263,7 +286,7 @@ def train_model(
             seen += images.shape[0]
             if deadline is not None and time.monotonic() > deadline:
                 raise EvaluationError(f"time budget exceeded during epoch {epoch}")
-        val_loss, val_bad = _loss_on(model, val_loader, loss_of, device, ctx)
+        val_loss, val_bad = _loss_on(model, val_loader, loss_of, device, ctx, layout)
         history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss,
                         "val_nonfinite_pixels": val_bad})
         logger.debug("%s epoch %d train %.4f val %.4f (non-finite pixels %d)", label, epoch,
@@ -278,6 +301,7 @@ def train_model(
             break
     if math.isfinite(best_loss):
         model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
     return TrainResult(epochs_run=epoch, best_val_loss=best_loss, history=history,
                        time_s=time.perf_counter() - start, step_ms=1000 * step_time / max(steps, 1))
 
