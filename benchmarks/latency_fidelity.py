@@ -25,7 +25,11 @@ used: on a host shared with other jobs that is the latency without the time spen
 core. Prints a table and writes ``benchmarks/results/latency_fidelity.json``.
 
     python benchmarks/latency_fidelity.py                # everything (host part: ~15 min on 2 busy cores)
-    python benchmarks/latency_fidelity.py --myriad-only  # parts 1 and 2 (a few minutes), keeps the host part
+    python benchmarks/latency_fidelity.py --myriad-only  # parts 1 and 2 (a few minutes), keeps the host parts
+    python benchmarks/latency_fidelity.py --host-only    # part 3 on this CPU, keeps the rest
+
+Each CPU model's host part is kept under ``hosts`` (``host_calibrations`` sums them up), so running
+part 3 on another CPU adds that CPU's calibration and fidelity without touching the others'.
     python benchmarks/latency_fidelity.py --quick        # small smoke run, writes nothing
 """
 
@@ -151,6 +155,9 @@ def host_part(args: argparse.Namespace) -> dict[str, Any]:
         "host_within_10pct": res.within_10pct, "host_kendall_tau": res.kendall_tau,
         "host_median_abs_error": res.median_abs_error, "host_max_abs_error": res.max_abs_error,
         "host_n_val": res.n_val, "host_n_fit": res.n_fit, "host_fit_within_10pct": res.fit_within_10pct,
+        "host_other_calibrations_here": other_calibrations(res, nets, cfg.precision),
+        "host_n_retest": res.n_retest, "host_retest_median_abs_diff": res.retest_median_abs_diff,
+        "host_retest_max_abs_diff": res.retest_max_abs_diff,
         "host_val_latency_ms_range": [float(y.min()), float(y.max())],
         "host_val_median_spread_rel": float(np.median(spread / y)),
         "query_cost_measure_ms": float(np.median(cost)), "query_cost_model_ms": float(np.median(q)),
@@ -163,14 +170,67 @@ def host_part(args: argparse.Namespace) -> dict[str, Any]:
                           "profile": "per node: median over 16 fresh infer requests of one inference each",
                           "load_avg_before": model.meta.get("load_avg_before"),
                           "load_avg_after": model.meta.get("load_avg_after")},
-        "host_calibrations": {
-            host_slug(): {"host": host_id(), "file": res.path.name, "within_10pct": res.within_10pct,
-                          "kendall_tau": res.kendall_tau, "median_abs_error": res.median_abs_error,
-                          "n_val": res.n_val},
-            "amd-epyc": {"status": "not produced: no AMD EPYC machine was available where this was built; "
-                                   "run 'python -m dalp_moo calibrate host' on one"}},
         "val": res.val,
     }
+
+
+#: keys of the host part (part 3) of one CPU model
+def _is_host_key(key: str) -> bool:
+    return key.startswith(("host_", "query_cost")) and key not in ("host_calibrations", "host_note") or key == "val"
+
+
+def _calibration_name(slug: str, part: dict[str, Any]) -> str:
+    """File name of the calibration a host part wrote (older files do not record it)."""
+    if part.get("host_calibration_file"):
+        return Path(part["host_calibration_file"]).name
+    st = part["host_settings"]
+    return f"openvino_cpu_t{st['threads']}_{st['precision']}_{slug}.json"
+
+
+def merge_hosts(old: dict[str, Any], part: dict[str, Any] | None) -> dict[str, Any]:
+    """The host keys of the results file after a run on this CPU: ``hosts`` (one host part per
+    CPU model, ``part`` replacing this CPU's), ``host_calibrations`` (their fidelity in brief)
+    and the top-level ``host_*`` keys (the first host calibrated, kept when another CPU runs
+    part 3; ``part`` when it is this CPU's or there is none yet)."""
+    hosts: dict[str, Any] = dict(old.get("hosts") or {})
+    top = {k: v for k, v in old.items() if _is_host_key(k)}
+    if "host_settings" in top and not hosts:  # a file from before the per-host mapping
+        hosts[host_slug(top["host_settings"]["host"])] = top
+    if part is not None:
+        hosts[host_slug()] = part
+        if not top or host_slug(top["host_settings"]["host"]) == host_slug():
+            top = part
+    out: dict[str, Any] = dict(top)
+    out["hosts"] = hosts
+    out["host_calibrations"] = {
+        slug: {"host": h["host_settings"]["host"], "file": _calibration_name(slug, h),
+               "within_10pct": h["host_within_10pct"], "kendall_tau": h["host_kendall_tau"],
+               "median_abs_error": h["host_median_abs_error"], "n_val": h["host_n_val"],
+               "retest_median_abs_diff": h.get("host_retest_median_abs_diff"), "measured": True}
+        for slug, h in sorted(hosts.items())}
+    if top:
+        out["host_note"] = (f"top-level host_* keys: {top['host_settings']['host']}; every calibrated CPU "
+                            "model (measured on that CPU): hosts")
+    return out
+
+
+def other_calibrations(res: Any, nets: list[Any], precision: str) -> dict[str, Any]:
+    """Fidelity of the other CPU models' shipped calibrations on this CPU's held-out measurements
+    (does this CPU's own calibration beat using another's?)."""
+    from scipy.stats import kendalltau
+
+    y = np.array([r["measured_ms"] for r in res.val])
+    out: dict[str, Any] = {}
+    for path in sorted(CALIBRATION_DIR.glob(f"openvino_cpu_t1_{precision}_*.json")):
+        if path.name == res.path.name:
+            continue
+        model = HostLatencyModel.load(path=path)
+        pred = np.array([model.predict_graph_of(n.model, n.shape)[0] for n in nets])
+        rel = pred / y - 1
+        out[path.name] = {"fitted_on": model.meta.get("host"), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+                          "median_abs_error": float(np.median(np.abs(rel))), "median_error": float(np.median(rel)),
+                          "kendall_tau": float(kendalltau(pred, y).statistic)}
+    return out
 
 
 def host_recheck(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,12 +289,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,128", help="tile sizes (pixels), drawn per network")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--passes", type=int, default=20, help="timing passes per network (fastest kept)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--precision", default="f32", help="OpenVINO inference precision (default f32)")
     ap.add_argument("--rounds", type=int, default=80, help="boosting rounds per kernel regressor")
     ap.add_argument("--candidates", type=int, default=200, help="search-space candidates for part 2")
     ap.add_argument("--myriad-only", action="store_true", help="parts 1 and 2; keep the stored host part")
+    ap.add_argument("--host-only", action="store_true",
+                    help="part 3 on this CPU; keep the stored Myriad X parts and other CPUs' host parts")
     ap.add_argument("--recheck-host", action="store_true",
                     help="with --myriad-only: refit on the measurements in host_state/ (not written to the "
                          "shipped calibration) and evaluate the shipped calibration on them")
@@ -245,16 +307,25 @@ def main() -> None:
         args.n_fit_zoo, args.n_fit_space, args.n_val, args.runs, args.passes, args.candidates = 4, 6, 4, 5, 1, 20
     torch.set_num_threads(1)
     load_before = os.getloadavg()
+    if args.myriad_only and args.host_only:
+        ap.error("--myriad-only and --host-only exclude each other")
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() and not args.quick else {}
     out: dict[str, Any] = {}
-    if args.myriad_only and RESULTS.exists():
-        old = json.loads(RESULTS.read_text())
-        out.update({k: v for k, v in old.items() if k.startswith(("host_", "query_cost")) or k == "val"})
-    if args.recheck_host:
-        out["host_remeasurement"] = host_recheck(args)
-    out.update(myriad_part(args.quick, write=not args.no_write_calibration))
-    out["myriad_candidates"] = candidates_part(args.candidates, 64)
-    if not args.myriad_only:
-        out.update(host_part(args))
+    if args.host_only:
+        if "myriad_cv_median_abs_error" not in old:
+            ap.error(f"--host-only needs the Myriad X parts in {RESULTS}; run without it first")
+        out.update({k: v for k, v in old.items() if k.startswith("myriad_")})
+    else:
+        out.update(myriad_part(args.quick, write=not args.no_write_calibration))
+        out["myriad_candidates"] = candidates_part(args.candidates, 64)
+    part = None if args.myriad_only else host_part(args)
+    out.update(merge_hosts(old, part))
+    if args.recheck_host:  # this CPU's stored measurements against its shipped calibration
+        recheck = host_recheck(args)
+        if out.get("host_settings", {}).get("host") in (None, host_id()):
+            out["host_remeasurement"] = recheck
+        elif host_slug() in out["hosts"]:
+            out["hosts"][host_slug()]["host_remeasurement"] = recheck
     out["load_avg_before"], out["load_avg_after"] = list(load_before), list(os.getloadavg())
     out["labels"] = {"myriad": "emulated: model of the Myriad X validated on published measurements",
                      "host": "measured on this CPU (OpenVINO CPU plugin) vs the fitted host model"}
@@ -270,15 +341,17 @@ def main() -> None:
             ("candidates: Spearman vs params", cand["spearman_latency_vs_params"], ""),
             ("myriad query (trace+predict) ms", cand["query_ms_median"], "ms"),
             ("myriad query, process CPU ms", cand["query_cpu_ms_median"], "ms")]
-    if "host_within_10pct" in out:
-        rows += [("host within +-10 % (held out)", out["host_within_10pct"], ">= 0.90"),
-                 ("host Kendall tau (held out)", out["host_kendall_tau"], ">= 0.90"),
-                 ("host median |rel err|", out["host_median_abs_error"], ""),
-                 ("host query: measure (ms)", out["query_cost_measure_ms"], ""),
-                 ("host query: model (ms)", out["query_cost_model_ms"], "")]
-    print(f"{'metric':38s} {'value':>10s}  target")
+    for slug, h in out["hosts"].items():
+        rows += [(f"{slug}: within +-10 % (held out)", h["host_within_10pct"], ">= 0.90"),
+                 (f"{slug}: Kendall tau (held out)", h["host_kendall_tau"], ">= 0.90"),
+                 (f"{slug}: median |rel err|", h["host_median_abs_error"], ""),
+                 (f"{slug}: query, measure (ms)", h["query_cost_measure_ms"], ""),
+                 (f"{slug}: query, model (ms)", h["query_cost_model_ms"], "")]
+        if h.get("host_retest_median_abs_diff") is not None:
+            rows.append((f"{slug}: retest median |diff|", h["host_retest_median_abs_diff"], "noise floor"))
+    print(f"{'metric':44s} {'value':>10s}  target")
     for name, v, target in rows:
-        print(f"{name:38s} {v:10.3f}  {target}")
+        print(f"{name:44s} {v:10.3f}  {target}")
     print(f"load average before {load_before[0]:.2f}, after {out['load_avg_after'][0]:.2f} (2 cores)")
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -33,12 +33,19 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 def test_calibration_round_trip(calibrated) -> None:  # type: ignore[no-untyped-def]
     cfg, root, result, seen = calibrated
-    assert [s[0] for s in seen] == list(range(1, 7)) and all(s[1] == 6 and s[2] for s in seen)
+    # 6 networks, then the 2 held-out ones measured again (repeatability)
+    assert [s[0] for s in seen] == list(range(1, 9)) and all(s[1] == 8 and s[2] for s in seen)
     assert result.measured_now == 6 and result.reused == 0 and result.n_fit == 4 and result.n_val == 2
     assert result.path == hm.calibration_file(1, "CPU", "f32", directory=root / "out")
     saved = json.loads(result.path.read_text())
     assert saved["meta"]["host"] == hm.host_id() and saved["meta"]["held_out"]["n_val"] == 2
     assert saved["meta"]["calibrated_by"] == "python -m dalp_moo calibrate host"
+    records = MeasurementStore(result.state_file).records
+    val_ids = [n.id for n in networks(cfg) if n.role == "val"]
+    diffs = [abs(records["retest-" + i]["measured_ms"] / records[i]["measured_ms"] - 1) for i in val_ids]
+    assert result.n_retest == 2 and saved["meta"]["repeatability"]["n"] == 2
+    assert result.retest_median_abs_diff == pytest.approx(sorted(diffs)[0] / 2 + sorted(diffs)[1] / 2)
+    assert result.retest_max_abs_diff == pytest.approx(max(diffs))
     model = HostLatencyModel.load(path=result.path)
     for row, net in zip(result.val, [n for n in networks(cfg) if n.role == "val"], strict=True):
         assert model.predict_graph_of(net.model, net.shape)[0] == pytest.approx(row["predicted_ms"], rel=1e-6)
@@ -55,7 +62,8 @@ def test_resume_reuses_stored_measurements_and_skips_a_torn_line(calibrated, cap
     assert "unreadable measurement skipped" in caplog.text
     assert again.measured_now == 0 and again.reused == 6 and again.path == root / "again.json"
     assert [r["measured_ms"] for r in again.val] == [r["measured_ms"] for r in first.val]
-    assert len(MeasurementStore(first.state_file).records) == 6
+    assert again.retest_median_abs_diff == first.retest_median_abs_diff  # retests reused too
+    assert len(MeasurementStore(first.state_file).records) == 8
 
 
 def test_cli_command_prints_held_out_fidelity(calibrated, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -68,6 +76,7 @@ def test_cli_command_prints_held_out_fidelity(calibrated, monkeypatch: pytest.Mo
     written = hm.calibration_file(1, "CPU", "f32", directory=root / "user")
     assert f"calibration: {written}" in res.output and "measured 0 networks now, 6 from" in res.output
     assert "held-out fidelity on 2 search-space candidates" in res.output and "Kendall tau" in res.output
+    assert "repeatability: 2 of them measured again" in res.output
     res = CliRunner().invoke(main, args + ["--json"])
     summary = json.loads(res.stdout)
     assert summary["reused"] == 6 and summary["n_val"] == 2 and 0.0 <= summary["within_10pct"] <= 1.0
@@ -105,3 +114,32 @@ def test_backend_says_which_calibration_it_uses(calibrated, monkeypatch: pytest.
     assert used == {"file": str(result.path), "fitted_on": hm.host_id(), "this_cpu": hm.host_id()}
     assert b.info().details["host_latency_calibration"]["file"] == str(result.path)
     assert b.host_model().meta["calibration_file"] == str(result.path)
+
+
+def test_an_unrepeatable_host_is_warned_about(calibrated, tmp_path: Path, caplog,  # type: ignore[no-untyped-def]
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from dalp_moo.log import logger
+
+    monkeypatch.setattr(logger, "propagate", True)  # a CLI test before may have turned it off
+    cfg, _, first, _ = calibrated
+    work = tmp_path / "work"
+    work.mkdir()
+    lines = []
+    for line in first.state_file.read_text().splitlines():
+        if not line.endswith("}"):  # the torn line an earlier test appends
+            continue
+        rec = json.loads(line)
+        if rec["id"].startswith("retest-"):
+            rec["measured_ms"] = 1.5 * MeasurementStore(first.state_file).records[rec["id"][7:]]["measured_ms"]
+        lines.append(json.dumps(rec))
+    (work / first.state_file.name).write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="dalp_moo"):
+        noisy = calibrate_host(cfg, work_dir=work, out=tmp_path / "noisy.json")
+    assert noisy.measured_now == 0 and noisy.retest_median_abs_diff == pytest.approx(0.5)
+    assert "latency is not repeatable" in caplog.text and "median 50.0 %" in caplog.text
+    assert json.loads((tmp_path / "noisy.json").read_text())["meta"]["repeatability"]["median_abs_diff"] == \
+        pytest.approx(0.5)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dalp_moo"):
+        calibrate_host(cfg, work_dir=first.state_file.parent, out=tmp_path / "quiet.json")
+    assert ("not repeatable" in caplog.text) == (first.retest_median_abs_diff > 0.05)

@@ -14,10 +14,19 @@ keyed by the measurement settings, this CPU model and OpenVINO version: an inter
 resumes where it stopped, and a finished one refits without measuring.
 
 Each network is measured ``passes`` times (median of ``runs`` timed synchronous inferences after
-``warmup``; the minimum over passes is kept). ``clock="cpu"`` (the default, one inference thread)
+``warmup``; the minimum over passes is kept: on a virtual machine whose speed changes from second
+to second, single measurements of the same network varied by about 20 % and the minimum of 20
+passes by 3-5 %, ``benchmarks/host_repeatability.py``). ``clock="cpu"`` (the default, one inference thread)
 times an inference by the process CPU time it used: on a host shared with other jobs that is the
 latency without the time spent waiting for a core. Fit networks are also profiled per node
 (``PERF_COUNT``, median over fresh infer requests) for the kernel-level fit.
+
+Repeatability: at the end, ``retest`` held-out networks are measured a second time (minutes after
+their first measurement, same settings). The median and largest relative difference between the
+two measurements (``meta["repeatability"]``) is the host's own noise floor: no latency model can be
+checked here to better than that, and a median above :data:`REPEATABILITY_WARN` is warned about
+(a virtual machine whose cores are shared with other tenants can change speed by tens of per cent
+within seconds, which process CPU time does not remove).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ from dalp_moo.log import logger
 
 #: per-node profiles summing to more than this multiple of the measured latency mean a busy host
 BUSY_PROFILE_RATIO = 1.2
+#: test-retest median relative difference above which the host is warned to be not repeatable
+REPEATABILITY_WARN = 0.05
 
 #: progress callback: (networks done, total, network id, measured now (False: from the state file))
 Progress = Callable[[int, int, str, bool], None]
@@ -57,16 +68,17 @@ class HostCalibrationConfig:
     threads: int = 1               #: OpenVINO inference threads
     runs: int = 20                 #: timed inferences per pass
     warmup: int = 3                #: untimed inferences before each pass
-    passes: int = 1                #: measurement passes (minimum kept)
+    passes: int = 20               #: measurement passes (minimum kept; 20 repeat to ~2 % on a noisy VM)
     clock: str = "cpu"             #: 'cpu' (process CPU time, needs threads=1) or 'wall'
     precision: str = "f32"         #: OpenVINO inference precision option
     profile_requests: int = 16     #: fresh infer requests per node profile (median)
     rounds: int = 80               #: boosting rounds per kernel regressor
     seed: int = 12345              #: network generator seed
     device: str = "CPU"            #: OpenVINO device
+    retest: int = 8                #: held-out networks measured again at the end (repeatability; 0 = none)
 
     def __post_init__(self) -> None:
-        for k in ("n_fit_zoo", "n_fit_space", "n_val", "warmup", "rounds"):
+        for k in ("n_fit_zoo", "n_fit_space", "n_val", "warmup", "rounds", "retest"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
                 raise ConfigError(f"calibrate host: {k} must be an integer >= 0, got {getattr(self, k)!r}")
         for k in ("threads", "runs", "passes", "profile_requests", "in_channels"):
@@ -118,6 +130,9 @@ class HostCalibrationResult:
     fit_within_10pct: float
     profile_to_latency: float  #: median over fit networks of (sum of profiled node times) / latency
     val: list[dict[str, Any]] = field(default_factory=list)
+    n_retest: int = 0  #: held-out networks measured a second time
+    retest_median_abs_diff: float | None = None  #: median |second / first - 1| (fraction)
+    retest_max_abs_diff: float | None = None  #: largest |second / first - 1| (fraction)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary (without the per-network table)."""
@@ -245,6 +260,20 @@ def state_file(cfg: HostCalibrationConfig, work_dir: Path) -> Path:
     return work_dir / f"host_{host_slug()}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.jsonl"
 
 
+#: id prefix of a network's second measurement in the state file
+RETEST_PREFIX = "retest-"
+
+
+def repeatability(records: dict[str, dict[str, Any]], nets: list[Network]) -> dict[str, Any] | None:
+    """Test-retest figures of ``nets`` (measured twice in ``records``): count and median / max of
+    ``|second / first - 1|`` (fractions); None when none was measured twice."""
+    diffs = [abs(records[RETEST_PREFIX + n.id]["measured_ms"] / records[n.id]["measured_ms"] - 1.0)
+             for n in nets if n.id in records and RETEST_PREFIX + n.id in records]
+    if not diffs:
+        return None
+    return {"n": len(diffs), "median_abs_diff": float(np.median(diffs)), "max_abs_diff": float(np.max(diffs))}
+
+
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import kendalltau
 
@@ -275,6 +304,9 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
                        "times and the fit will suffer; calibrate on an otherwise idle machine", load_before[0], cores)
     t0 = time.perf_counter()
     measured = reused = 0
+    val_nets = [n for n in nets if n.role == "val"]
+    retest = val_nets[:cfg.retest]
+    total = len(nets) + len(retest)
     for i, net in enumerate(nets):
         rec = store.records.get(net.id)
         if rec is None or (net.role == "fit" and "profile" not in rec):
@@ -285,11 +317,18 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
             reused += 1
             now = False
         if progress is not None:
-            progress(i + 1, len(nets), net.id, now)
+            progress(i + 1, total, net.id, now)
+    for i, net in enumerate(retest):  # after all the others: minutes after the first measurement
+        rid = RETEST_PREFIX + net.id
+        now = rid not in store.records
+        if now:
+            store.add({**measure_network(net, cfg, profile=False), "id": rid, "role": "retest"})
+        if progress is not None:
+            progress(len(nets) + i + 1, total, rid, now)
     t_measure = time.perf_counter() - t0
     fit_nets = [n for n in nets if n.role == "fit"]
-    val_nets = [n for n in nets if n.role == "val"]
     recs = store.records
+    repeat = repeatability(recs, retest)
     used = effective_precision(cfg.device, cfg.precision)
     meta = {"host": host_id(), "openvino": ov_version(), "device": cfg.device.split(".")[0], "threads": cfg.threads,
             "clock": cfg.clock, "precision": cfg.precision, "inference_precision": used,
@@ -312,6 +351,14 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
     ratio = float(np.median([sum(r[3] for r in recs[n.id]["profile"]) / recs[n.id]["measured_ms"]
                              for n in fit_nets]))
     model.meta["held_out"] = held
+    if repeat is not None:
+        model.meta["repeatability"] = repeat
+        if repeat["median_abs_diff"] > REPEATABILITY_WARN:
+            logger.warning("this host's latency is not repeatable: %d networks measured again differ by a median "
+                           "%.1f %% (max %.1f %%); no latency model can be checked here to better than that, and "
+                           "the held-out fidelity is bounded by it (more --passes help on a host whose speed "
+                           "changes; --passes %d now)", repeat["n"], 100 * repeat["median_abs_diff"],
+                           100 * repeat["max_abs_diff"], cfg.passes)
     model.meta["profile_to_latency_median"] = ratio
     if ratio > BUSY_PROFILE_RATIO:
         logger.warning("per-node profiles sum to %.2fx the measured latency (median over the fit networks): "
@@ -330,4 +377,6 @@ def calibrate_host(cfg: HostCalibrationConfig | None = None, work_dir: Path | No
     return HostCalibrationResult(path, sfile, host_id(), held["within_10pct"], held["kendall_tau"],
                                  held["median_abs_error"], held["max_abs_error"], len(fit_nets), len(val_nets),
                                  measured, reused, t_measure, t_fit, float(model.meta["fit_within_10pct"]),
-                                 ratio, val_rows)
+                                 ratio, val_rows, n_retest=len(retest),
+                                 retest_median_abs_diff=repeat["median_abs_diff"] if repeat else None,
+                                 retest_max_abs_diff=repeat["max_abs_diff"] if repeat else None)

@@ -668,6 +668,9 @@ class HostLatencyModel:
             held = model.meta.get("held_out", {})
             fidelity = (f"; held-out within +-10 %: {100 * held['within_10pct']:.0f} %, Kendall tau "
                         f"{held['kendall_tau']:.3f}" if "within_10pct" in held else "")
+            repeat = model.meta.get("repeatability")
+            if repeat:
+                fidelity += f"; its measurements repeat to a median {100 * repeat['median_abs_diff']:.1f} %"
             if host and host != host_id():
                 logger.warning("host latency model %s was fitted on %r, this host is %r: predictions "
                                "may be off; calibrate this CPU with 'python -m dalp_moo calibrate host'",
