@@ -117,7 +117,8 @@ def main() -> None:
     end_to_end: list[dict[str, Any]] = []
     if args.seeds > 0:
         dcfg = dataclasses.replace(default.data, normalization="raw")
-        print(f"part 2: {label} ({archs[0][1].arch_id}), {default.train.epochs} FP32 epochs, {dcfg.n_tiles} tiles of {dcfg.tile_size} px")
+        print(f"part 2: {label} ({archs[0][1].arch_id}), {default.train.epochs} FP32 epochs, "
+              f"{dcfg.n_tiles} tiles of {dcfg.tile_size} px")
         for layout in LAYOUTS:
             tcfg = dataclasses.replace(default.train, regime="fp32", device="cpu", recipe="balanced",
                                        memory_format=layout)
