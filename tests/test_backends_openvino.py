@@ -191,3 +191,28 @@ def test_passes_report_the_fastest_pass(candidate: torch.nn.Module, monkeypatch:
     for bad in (0, 1.5, True):
         with pytest.raises(BackendError, match="passes"):
             backends.get("openvino", passes=bad)
+
+
+def test_estimates_without_a_calibration_of_the_precision_use_the_f32_one(
+        candidate: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from dalp_moo.backends import openvino_backend as ovb
+    from dalp_moo.log import logger
+
+    monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setenv("DALP_MOO_CALIBRATION_DIR", str(tmp_path))  # no user calibrations
+    # a CPU computing in bf16 (host-independent: the precision the plugin would report)
+    monkeypatch.setattr(ovb, "effective_precision", lambda device, precision: "bf16")
+    measured = backends.get("openvino")
+    with pytest.raises(BackendError, match="precision bf16"):
+        measured.host_model()  # no bf16 calibration is shipped
+    with caplog.at_level(logging.WARNING, logger="dalp_moo"):
+        est = measured.estimate_latency_ms(candidate, SHAPE)
+    from dalp_moo.backends.host_model import HostLatencyModel
+
+    f32 = HostLatencyModel.load(threads=1, device="CPU", precision="f32")  # the f32 calibration's prediction
+    assert est == pytest.approx(f32.predict_graph_of(candidate, SHAPE)[0])
+    assert "no bf16 host latency calibration" in caplog.text
+    with pytest.raises(BackendError, match="precision bf16"):  # modelled latencies never fall back
+        backends.get("openvino", latency="model").estimate_latency_ms(candidate, SHAPE)

@@ -89,6 +89,28 @@ def test_openvino_bf16_dalp_combination_is_measured(tmp_path) -> None:  # noqa: 
     assert m["deployed_miou"] == m["dalp_miou"]
 
 
+@pytest.mark.skipif(not _has_bf16(), reason="this CPU has no bf16 arithmetic")
+def test_openvino_bf16_search_runs_from_the_cli(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The documented combination as a search: the reference point's latency estimate needs a
+    host calibration, and none is shipped for bf16 (the f32 one stands in, with a warning)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dalp_moo.cli import main
+
+    monkeypatch.setenv("DALP_MOO_CALIBRATION_DIR", str(tmp_path / "no-user-calibrations"))
+    result = CliRunner().invoke(main, [
+        "run", "--preset", "smoke", "--backend", "openvino",
+        "--set", 'backend.options={precision="bf16", runs=3, warmup=1}', "--profile", "bf16", "--regime", "dalp",
+        "--population", "2", "--generations", "1", "--set", "data.n_tiles=20", "--no-progress",
+        "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "evaluations: 2" in result.output and "(emulated)" not in result.output
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert '"inference_precision": "bf16"' in json.dumps(meta)
+
+
 def test_cli_on_a_cpu_without_bf16_says_so_in_one_line_and_exits_2(tmp_path, monkeypatch) -> None:
     """The documented bf16 command on a CPU whose OpenVINO plugin lists no BF16 capability. This
     machine family has bf16, so the plugin's capability query is replaced by the answer an

@@ -503,6 +503,7 @@ class OpenVINOBackend(Backend):
         self.tolerance = tolerance
         self.seed = seed
         self._host_model: Any | None = None
+        self._f32_estimator: Any | None = None
 
     def host_model(self) -> Any:
         """The fitted host latency model for this device, thread count and inference precision."""
@@ -562,5 +563,25 @@ class OpenVINOBackend(Backend):
                                   clock=self.clock, precision=self.precision, passes=self.passes)
 
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        """Host latency model prediction (ms) for batch-1 ``input_shape`` (no measurement)."""
-        return self.host_model().predict_graph_of(model, input_shape)[0]
+        """Host latency model prediction (ms) for batch-1 ``input_shape`` (no measurement): the
+        calibration of the inference precision, else (measured latencies only: an estimate
+        serves the search's reference point and the latency-budget pre-check) the f32 one with a
+        warning, since no bf16/f16 calibration is shipped."""
+        return self._estimator().predict_graph_of(model, input_shape)[0]
+
+    def _estimator(self) -> Any:
+        try:
+            return self.host_model()
+        except BackendError:
+            used = effective_precision(self.device, self.precision)
+            if self.latency == "model" or used == "f32":
+                raise
+        if self._f32_estimator is None:
+            from dalp_moo.backends.host_model import HostLatencyModel
+
+            self._f32_estimator = HostLatencyModel.load(threads=self.threads, device=self.device.split(".")[0],
+                                                        precision="f32")
+            logger.warning("no %s host latency calibration for this CPU: latency estimates (reference point, "
+                           "latency-budget pre-check) use the f32 one; measured latencies are %s. Calibrate "
+                           "with 'python -m dalp_moo calibrate host --precision %s'", used, used, used)
+        return self._f32_estimator
