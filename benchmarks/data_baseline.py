@@ -64,6 +64,13 @@ def genome_for(space: SearchSpace, block: str, coeff: int, kernel: int, units: i
     return g
 
 
+def default_space(default: Any) -> tuple[ParamCounter, SearchSpace]:
+    """Parameter counter and search space of the default preset's config ``default`` (the
+    space the benchmarks' U-Nets are drawn from)."""
+    count = ParamCounter(default.data.bands, 2)
+    return count, SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap, count=count)
+
+
 def predicted_classes(model: torch.nn.Module, dataset, batch: int = 32) -> set[int]:
     """Classes the model predicts anywhere on ``dataset``."""
     seen: set[int] = set()
@@ -150,8 +157,7 @@ def main() -> None:
         variants[name] = {k: parse_override(f"train.{k}={v}")["train"][k]
                           for k, v in (kv.split(":", 1) for kv in body.split(",") if kv)}
     torch.set_num_threads(args.threads)
-    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
-                        count=ParamCounter(default.data.bands, 2))
+    _, space = default_space(default)
     recipes = [r for r in args.recipes.split(",") if r]
     only = {int(i) for i in args.only.split(",") if i}
     base_data = dataclasses.replace(default.data, source=args.source, n_tiles=args.n_tiles,

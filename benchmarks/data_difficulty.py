@@ -31,11 +31,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import BASELINES, genome_for, seed_summary, train_one, write_json  # noqa: E402
+from data_baseline import BASELINES, default_space, genome_for, seed_summary, train_one, write_json  # noqa: E402
 
-from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
-from dalp_moo.model import ParamCounter  # noqa: E402
-from dalp_moo.space import SearchSpace  # noqa: E402
+from dalp_moo.config import load_config  # noqa: E402
 
 #: name -> (data.source, data.generator changes, epochs, n_tiles, tile_size); None: the preset's
 SETTINGS: dict[str, tuple[str, dict[str, Any], int | None, int | None, int | None]] = {
@@ -79,8 +77,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     torch.set_num_threads(args.threads)
-    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap,
-                        count=ParamCounter(default.data.bands, 2))
+    _, space = default_space(default)
     label, block, coeff, kernel, unit, norm = BASELINES[0]
     arch = space.decode(genome_for(space, block, coeff, kernel, unit))
     t_start = time.perf_counter()

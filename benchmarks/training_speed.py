@@ -36,13 +36,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import BASELINES, genome_for, train_one, write_json  # noqa: E402
+from data_baseline import BASELINES, default_space, genome_for, train_one, write_json  # noqa: E402
 
 from dalp_moo.backends.host_model import host_id  # noqa: E402
-from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
-from dalp_moo.model import ParamCounter, build_model  # noqa: E402
+from dalp_moo.config import load_config  # noqa: E402
+from dalp_moo.model import build_model  # noqa: E402
 from dalp_moo.precision.emulate import aligned_context  # noqa: E402
-from dalp_moo.space import SearchSpace  # noqa: E402
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -81,8 +80,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/training_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    count = ParamCounter(default.data.bands, 2)
-    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap, count=count)
+    count, space = default_space(default)
     label, block, coeff, kernel, units, _ = BASELINES[0]
     archs = [("reference U-Net", space.decode(genome_for(space, block, coeff, kernel, units)))]
     for i, g in enumerate(space.sample(args.archs, np.random.default_rng(2026))):

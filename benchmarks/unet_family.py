@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_baseline import genome_for, seed_summary, train_one, write_json  # noqa: E402
+from data_baseline import default_space, genome_for, seed_summary, train_one, write_json  # noqa: E402
 
-from dalp_moo.config import SpaceConfig, load_config  # noqa: E402
+from dalp_moo.config import load_config  # noqa: E402
 from dalp_moo.model import ParamCounter  # noqa: E402
 from dalp_moo.space import SearchSpace  # noqa: E402
 from dalp_moo.space.genome import CHANNEL_COEFFICIENTS, KERNELS  # noqa: E402
@@ -57,8 +57,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/unet_family.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    count = ParamCounter(default.data.bands, 2)
-    space = SearchSpace(SpaceConfig(), param_cap=default.constraints.param_cap, count=count)
+    count, space = default_space(default)
     members = family(space, count)
     dcfg = dataclasses.replace(default.data, normalization="raw")
     tcfg = dataclasses.replace(default.train, regime="fp32", device="cpu", recipe="balanced")
