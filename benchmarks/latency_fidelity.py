@@ -27,10 +27,10 @@ core. Prints a table and writes ``benchmarks/results/latency_fidelity.json``.
     python benchmarks/latency_fidelity.py                # everything (host part: ~15 min on 2 busy cores)
     python benchmarks/latency_fidelity.py --myriad-only  # parts 1 and 2 (a few minutes), keeps the host parts
     python benchmarks/latency_fidelity.py --host-only    # part 3 on this CPU, keeps the rest
+    python benchmarks/latency_fidelity.py --quick        # small smoke run, writes nothing
 
 Each CPU model's host part is kept under ``hosts`` (``host_calibrations`` sums them up), so running
 part 3 on another CPU adds that CPU's calibration and fidelity without touching the others'.
-    python benchmarks/latency_fidelity.py --quick        # small smoke run, writes nothing
 """
 
 from __future__ import annotations
@@ -128,12 +128,17 @@ def candidates_part(n: int, size: int) -> dict[str, Any]:
     }
 
 
+def calibration_config(args: argparse.Namespace) -> HostCalibrationConfig:
+    """The host calibration settings of the command line."""
+    return HostCalibrationConfig(n_fit_zoo=args.n_fit_zoo, n_fit_space=args.n_fit_space, n_val=args.n_val,
+                                 sizes=tuple(int(s) for s in args.sizes.split(",")), runs=args.runs,
+                                 warmup=args.warmup, passes=args.passes, clock=args.clock,
+                                 precision=args.precision, rounds=args.rounds)
+
+
 def host_part(args: argparse.Namespace) -> dict[str, Any]:
     """Part 3: host calibration on this CPU and its held-out fidelity."""
-    cfg = HostCalibrationConfig(n_fit_zoo=args.n_fit_zoo, n_fit_space=args.n_fit_space, n_val=args.n_val,
-                                sizes=tuple(int(s) for s in args.sizes.split(",")), runs=args.runs,
-                                warmup=args.warmup, passes=args.passes, clock=args.clock,
-                                precision=args.precision, rounds=args.rounds)
+    cfg = calibration_config(args)
     out = CALIBRATION_DIR if not (args.quick or args.no_write_calibration) else Path("/tmp") / "dalp_quick_cal.json"
     work = HOST_STATE if not args.quick else Path("/tmp") / "dalp_quick_state"
     t0 = time.perf_counter()
@@ -174,9 +179,10 @@ def host_part(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-#: keys of the host part (part 3) of one CPU model
 def _is_host_key(key: str) -> bool:
-    return key.startswith(("host_", "query_cost")) and key not in ("host_calibrations", "host_note") or key == "val"
+    """Whether ``key`` belonged to the one host part kept at the top level before ``hosts``."""
+    return key.startswith(("host_", "query_cost")) and key not in ("host_calibrations", "host_remeasurement") \
+        or key == "val"
 
 
 def _calibration_name(slug: str, part: dict[str, Any]) -> str:
@@ -188,30 +194,22 @@ def _calibration_name(slug: str, part: dict[str, Any]) -> str:
 
 
 def merge_hosts(old: dict[str, Any], part: dict[str, Any] | None) -> dict[str, Any]:
-    """The host keys of the results file after a run on this CPU: ``hosts`` (one host part per
-    CPU model, ``part`` replacing this CPU's), ``host_calibrations`` (their fidelity in brief)
-    and the top-level ``host_*`` keys (the first host calibrated, kept when another CPU runs
-    part 3; ``part`` when it is this CPU's or there is none yet)."""
+    """``hosts`` (one host part per CPU model; ``part``, when given, replaces this CPU's; a file
+    from before the mapping holds its one host part at the top level) and ``host_calibrations``
+    (their fidelity in brief)."""
     hosts: dict[str, Any] = dict(old.get("hosts") or {})
-    top = {k: v for k, v in old.items() if _is_host_key(k)}
-    if "host_settings" in top and not hosts:  # a file from before the per-host mapping
-        hosts[host_slug(top["host_settings"]["host"])] = top
+    legacy = {k: v for k, v in old.items() if _is_host_key(k)}
+    if "host_settings" in legacy:
+        hosts.setdefault(host_slug(legacy["host_settings"]["host"]), legacy)
     if part is not None:
         hosts[host_slug()] = part
-        if not top or host_slug(top["host_settings"]["host"]) == host_slug():
-            top = part
-    out: dict[str, Any] = dict(top)
-    out["hosts"] = hosts
-    out["host_calibrations"] = {
+    summary = {
         slug: {"host": h["host_settings"]["host"], "file": _calibration_name(slug, h),
                "within_10pct": h["host_within_10pct"], "kendall_tau": h["host_kendall_tau"],
                "median_abs_error": h["host_median_abs_error"], "n_val": h["host_n_val"],
                "retest_median_abs_diff": h.get("host_retest_median_abs_diff"), "measured": True}
         for slug, h in sorted(hosts.items())}
-    if top:
-        out["host_note"] = (f"top-level host_* keys: {top['host_settings']['host']}; every calibrated CPU "
-                            "model (measured on that CPU): hosts")
-    return out
+    return {"hosts": hosts, "host_calibrations": summary}
 
 
 def other_calibrations(res: Any, nets: list[Any], precision: str) -> dict[str, Any]:
@@ -241,10 +239,7 @@ def host_recheck(args: argparse.Namespace) -> dict[str, Any]:
 
     from dalp_moo.backends.calibrate import MeasurementStore, networks, state_file
 
-    cfg = HostCalibrationConfig(n_fit_zoo=args.n_fit_zoo, n_fit_space=args.n_fit_space, n_val=args.n_val,
-                                sizes=tuple(int(s) for s in args.sizes.split(",")), runs=args.runs,
-                                warmup=args.warmup, passes=args.passes, clock=args.clock,
-                                precision=args.precision, rounds=args.rounds)
+    cfg = calibration_config(args)
     sfile = state_file(cfg, HOST_STATE)
     recs = MeasurementStore(sfile).records if sfile.exists() else {}
     nets = networks(cfg)
@@ -321,11 +316,9 @@ def main() -> None:
     part = None if args.myriad_only else host_part(args)
     out.update(merge_hosts(old, part))
     if args.recheck_host:  # this CPU's stored measurements against its shipped calibration
-        recheck = host_recheck(args)
-        if out.get("host_settings", {}).get("host") in (None, host_id()):
-            out["host_remeasurement"] = recheck
-        elif host_slug() in out["hosts"]:
-            out["hosts"][host_slug()]["host_remeasurement"] = recheck
+        out["host_remeasurement"] = {"host": host_id(), **host_recheck(args)}
+    elif "host_remeasurement" in old:  # older files: the recheck of their one (top-level) host
+        out["host_remeasurement"] = {"host": old.get("host_settings", {}).get("host"), **old["host_remeasurement"]}
     out["load_avg_before"], out["load_avg_after"] = list(load_before), list(os.getloadavg())
     out["labels"] = {"myriad": "emulated: model of the Myriad X validated on published measurements",
                      "host": "measured on this CPU (OpenVINO CPU plugin) vs the fitted host model"}

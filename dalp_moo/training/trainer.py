@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from dalp_moo.config import MEMORY_FORMATS, TrainConfig
+from dalp_moo.config import TrainConfig
 from dalp_moo.errors import ConfigError, EvaluationError
 from dalp_moo.log import logger
 from dalp_moo.training.losses import penalise_nonfinite, segmentation_loss
@@ -101,10 +101,7 @@ def training_layout(cfg: TrainConfig, aligned: bool) -> torch.memory_format:
     """Memory format of a training run's images and convolution weights: ``cfg.memory_format``
     for the plain FP32 forward; NCHW under a deployment-aligned ``forward_context`` (the
     emulated FP16 forward is no faster in NHWC: benchmarks/training_speed.py)."""
-    name = str(getattr(cfg, "memory_format", "contiguous"))
-    if name not in MEMORY_FORMATS:
-        raise ConfigError(f"train.memory_format: {name!r} is not one of {', '.join(MEMORY_FORMATS)}")
-    if aligned or name == "contiguous":
+    if aligned or getattr(cfg, "memory_format", "contiguous") != "channels_last":
         return torch.contiguous_format
     return torch.channels_last
 
