@@ -130,7 +130,7 @@ def timed(fn: Any) -> tuple[Any, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the lpf_limit and spatial-mapping checks")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(RESULTS), help="result JSON")
     args = ap.parse_args()
 
     candidates = {

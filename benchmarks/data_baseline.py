@@ -137,17 +137,21 @@ def seed_summary(runs: list[dict]) -> dict[str, Any]:
 def main() -> None:
     default = load_config("default")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--recipes", default="paper,balanced")
+    ap.add_argument("--recipes", default="paper,balanced",
+                    help="comma-separated train.recipe names or --variant names to run")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per reference U-Net")
     ap.add_argument("--random-archs", type=int, default=12, help="random feasible architectures")
     ap.add_argument("--only", default="", help="comma-separated indices of BASELINES to run")
-    ap.add_argument("--epochs", type=int, default=default.train.epochs)
-    ap.add_argument("--n-tiles", type=int, default=default.data.n_tiles)
-    ap.add_argument("--tile-size", type=int, default=default.data.tile_size)
+    ap.add_argument("--epochs", type=int, default=default.train.epochs,
+                    help="FP32 training epochs (default: the default preset's)")
+    ap.add_argument("--n-tiles", type=int, default=default.data.n_tiles,
+                    help="tiles generated (default: the default preset's)")
+    ap.add_argument("--tile-size", type=int, default=default.data.tile_size,
+                    help="tile edge (pixels; default: the default preset's)")
     ap.add_argument("--source", default=default.data.source, help="data.source (e.g. synthetic:clear)")
     ap.add_argument("--seed", type=int, default=0, help="data seed")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/data_baseline.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--out", default="benchmarks/results/data_baseline.json", help="result JSON")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=KEY:VALUE,... a named setting of train keys (e.g. cosine3=schedule:cosine,lr:0.003)")
     args = ap.parse_args()

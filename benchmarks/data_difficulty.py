@@ -67,8 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per setting")
     ap.add_argument("--settings", default="", help="names of SETTINGS separated by ';' (default: all)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/data_difficulty.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--out", default="benchmarks/results/data_difficulty.json", help="result JSON")
     ap.add_argument("--update", action="store_true",
                     help="keep the settings of an existing --out file that are not run now")
     args = ap.parse_args()

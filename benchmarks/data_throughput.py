@@ -76,12 +76,12 @@ def read_all(source: object, shuffle: bool) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n-tiles", type=int, default=600)
-    ap.add_argument("--tile-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n-tiles", type=int, default=600, help="synthetic tiles generated per timing")
+    ap.add_argument("--tile-size", type=int, default=64, help="tile edge (pixels)")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per case (fastest kept)")
     ap.add_argument("--images", type=int, default=24, help="images per real-data layout")
-    ap.add_argument("--image-size", type=int, default=768)
-    ap.add_argument("--out", default="benchmarks/results/data_throughput.json")
+    ap.add_argument("--image-size", type=int, default=768, help="edge of the written real-data images (pixels)")
+    ap.add_argument("--out", default="benchmarks/results/data_throughput.json", help="result JSON")
     args = ap.parse_args()
     rows = []
     spec = SyntheticSpec(args.n_tiles, args.tile_size, 4, 0)

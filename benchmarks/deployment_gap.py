@@ -382,16 +382,20 @@ def main() -> None:
     default = load_config("default")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (2 archs x 1 seed, 40 tiles, 1 epoch)")
-    ap.add_argument("--tiles", type=int, default=default.data.n_tiles)
-    ap.add_argument("--tile-size", type=int, default=default.data.tile_size)
+    ap.add_argument("--tiles", type=int, default=default.data.n_tiles,
+                    help="tiles generated (default: the default preset's)")
+    ap.add_argument("--tile-size", type=int, default=default.data.tile_size,
+                    help="tile edge (pixels; default: the default preset's)")
     ap.add_argument("--epochs", type=int, default=default.train.epochs,
                     help="FP32 training epochs (default: the default preset's)")
-    ap.add_argument("--finetune-epochs", type=int, default=default.train.finetune_epochs)
-    ap.add_argument("--finetune-lr", type=float, default=default.train.finetune_lr)
-    ap.add_argument("--recipe", default=default.train.recipe)
-    ap.add_argument("--overflow-push", type=float, default=1.0)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--finetune-epochs", type=int, default=default.train.finetune_epochs,
+                    help="fine-tuning epochs of dalp and of the FP32 control")
+    ap.add_argument("--finetune-lr", type=float, default=default.train.finetune_lr, help="fine-tuning learning rate")
+    ap.add_argument("--recipe", default=default.train.recipe, help="train.recipe of the FP32 training")
+    ap.add_argument("--overflow-push", type=float, default=1.0,
+                    help='gradient push of the aligned forward on overflow (overflow="inf" targets only)')
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per architecture")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated deployment targets")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--timing", action="store_true", help="measure step-time ratios and throughput")
     ap.add_argument("--timing-steps", type=int, default=15, help="interleaved step pairs per architecture")
@@ -400,7 +404,7 @@ def main() -> None:
     ap.add_argument("--archs", default="", help="comma-separated subset of architecture names")
     ap.add_argument("--note", default="", help="text stored with the results (conditions, labels)")
     ap.add_argument("--merge", default="", help="comma-separated result JSONs to merge into --out")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "deployment_gap.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "deployment_gap.json"), help="result JSON")
     args = ap.parse_args()
     if args.merge:
         merge([p for p in args.merge.split(",") if p], Path(args.out))

@@ -236,11 +236,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a check, not a result)")
     parser.add_argument("--cifar", default="", help="folder of CIFAR-10's python layout (cifar-10-batches-py)")
     parser.add_argument("--work", default="", help="work folder (caches, run folders); default: a temporary folder")
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS), help="result JSON")
+    parser.add_argument("--seed", type=int, default=0, help="search and training seed")
     parser.add_argument("--cache", default="", help="trained-model cache to reuse (e.g. the ee_cache folder of a "
                         "default-preset run: same data, widths and training settings give the same models)")
-    parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--skip-digits", action="store_true", help="leave out the digits data set")
     parser.add_argument("--run", default="", help="a finished early-exit run folder (e.g. of the default preset): "
                         "its evaluations per hour are reported too")
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--nets", type=int, default=4, help="held-out calibration networks measured in turn")
     ap.add_argument("--seconds", type=float, default=120.0, help="how long to keep measuring (s)")
     ap.add_argument("--runs", type=int, default=30, help="timed inferences per measurement (median)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=OUT, help="result JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = HostCalibrationConfig(n_fit_zoo=20, n_fit_space=100, n_val=40)

@@ -282,10 +282,11 @@ def main() -> None:
     ap.add_argument("--n-fit-space", type=int, default=100, help="search-space candidates for fitting")
     ap.add_argument("--n-val", type=int, default=40, help="held-out search-space candidates")
     ap.add_argument("--sizes", default="64,128", help="tile sizes (pixels), drawn per network")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=30, help="timed inferences per measurement (median)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed inferences before the timed ones")
     ap.add_argument("--passes", type=int, default=20, help="timing passes per network (fastest kept)")
-    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="'cpu' (process CPU time, one thread) or 'wall'")
     ap.add_argument("--precision", default="f32", help="OpenVINO inference precision (default f32)")
     ap.add_argument("--rounds", type=int, default=80, help="boosting rounds per kernel regressor")
     ap.add_argument("--candidates", type=int, default=200, help="search-space candidates for part 2")
@@ -296,7 +297,7 @@ def main() -> None:
                     help="with --myriad-only: refit on the measurements in host_state/ (not written to the "
                          "shipped calibration) and evaluate the shipped calibration on them")
     ap.add_argument("--quick", action="store_true", help="tiny run; writes neither calibrations nor results")
-    ap.add_argument("--no-write-calibration", action="store_true")
+    ap.add_argument("--no-write-calibration", action="store_true", help="leave the stored calibrations unchanged")
     args = ap.parse_args()
     if args.quick:
         args.n_fit_zoo, args.n_fit_space, args.n_val, args.runs, args.passes, args.candidates = 4, 6, 4, 5, 1, 20

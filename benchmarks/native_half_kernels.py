@@ -128,9 +128,11 @@ def _measure() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--capabilities", nargs="+", default=list(CAPABILITIES))
+    parser.add_argument("--capabilities", nargs="+", default=list(CAPABILITIES),
+                        help="CPU instruction-set caps to run under, each in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "native_half_kernels.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "native_half_kernels.json"),
+                        help="result JSON")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_measure()))

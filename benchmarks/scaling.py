@@ -177,14 +177,14 @@ def micro(where: str, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=6)
-    parser.add_argument("--tiles", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--population", type=int, default=6, help="candidates trained per repeat")
+    parser.add_argument("--tiles", type=int, default=200, help="tiles generated")
+    parser.add_argument("--epochs", type=int, default=1, help="FP32 training epochs per candidate")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker / in-process")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--micro-repeats", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scaling.json"))
+    parser.add_argument("--repeats", type=int, default=2, help="in-process / worker evaluation pairs per candidate")
+    parser.add_argument("--micro-repeats", type=int, default=2, help="rounds of the single-step timings in each place")
+    parser.add_argument("--seed", type=int, default=0, help="sampling and training seed")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scaling.json"), help="result JSON")
     args = parser.parse_args()
 
     cfg = load_config("smoke", overrides=[{

@@ -127,15 +127,17 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dalp_moo-search-alignment")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_alignment.json")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--population", type=int, default=4)
-    p.add_argument("--generations", type=int, default=2)
-    p.add_argument("--tiles", type=int, default=100)
-    p.add_argument("--tile-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dalp_moo-search-alignment",
+                   help="folder of the searches' run folders")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_alignment.json",
+                   help="result JSON")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
+    p.add_argument("--population", type=int, default=4, help="NSGA-II population")
+    p.add_argument("--generations", type=int, default=2, help="NSGA-II generations")
+    p.add_argument("--tiles", type=int, default=100, help="tiles generated")
+    p.add_argument("--tile-size", type=int, default=32, help="tile edge (pixels)")
+    p.add_argument("--epochs", type=int, default=2, help="FP32 training epochs per candidate")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="aligned fine-tuning epochs per candidate")
     p.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (not in the hash)")
     args = p.parse_args()
     configure(logging.INFO)

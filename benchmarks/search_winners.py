@@ -53,8 +53,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=3, help="candidates to train again")
     ap.add_argument("--seeds", type=int, default=3, help="new training seeds per candidate")
     ap.add_argument("--params", default="", help="parameter range MIN,MAX of the candidates (default: any)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/search_winners.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--out", default="benchmarks/results/search_winners.json", help="result JSON")
     args = ap.parse_args()
     table = args.run / "evaluations.csv"
     if not table.exists():

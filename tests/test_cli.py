@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -85,3 +86,19 @@ def test_choices_come_from_the_registries():
     assert tuple(FACTORIES) == ALGORITHMS  # every algorithm name has a factory
     assert tuple(params["preset"].type.choices) == applications.all_presets()
     assert set(params["problem"].type.choices) == set(applications.available())
+
+
+def _commands(group: click.Command, path: str = "dalp_moo") -> list[tuple[str, click.Command]]:
+    out = [(path, group)]
+    for name, sub in getattr(group, "commands", {}).items():
+        out += _commands(sub, f"{path} {name}")
+    return out
+
+
+def test_every_cli_option_is_documented():
+    """Each option of every command (and the command itself) carries a help text."""
+    undocumented = [f"{path} {' / '.join(p.opts)}" for path, cmd in _commands(main)
+                    for p in cmd.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    undocumented += [path for path, cmd in _commands(main) if not (cmd.help or cmd.short_help or "").strip()]
+    assert len(_commands(main)) > 10  # the walk reached the subcommands
+    assert not undocumented, undocumented

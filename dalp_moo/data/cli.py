@@ -53,10 +53,11 @@ def inspect(source: str, tile_size: int, n_tiles: int, bands: int, seed: int,
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="PNG file to write.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="train",
-              show_default=True)
+              show_default=True, help="Split the tiles are drawn from.")
 @click.option("--count", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Tiles in the grid.")
-@click.option("--columns", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--columns", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Tiles per row of the grid.")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Pixel replication factor.")
 @click.option("--rgb", default="", help="Band indices shown as R,G,B (e.g. 3,2,1 for NIR false "

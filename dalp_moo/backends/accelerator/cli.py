@@ -24,13 +24,15 @@ def accel() -> None:
               help="Swept dimension: output (k) or input (c) channels (dwconv: both).")
 @click.option("--start", type=click.IntRange(1, 4096), default=16, show_default=True, help="First channel count.")
 @click.option("--stop", type=click.IntRange(1, 4096), default=96, show_default=True, help="Last channel count.")
-@click.option("--step", type=click.IntRange(1, 512), default=1, show_default=True)
+@click.option("--step", type=click.IntRange(1, 512), default=1, show_default=True,
+              help="Channel-count increment of the sweep.")
 @click.option("--channels", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="The other (fixed) channel count.")
 @click.option("--size", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Output width = height (pixels; fc: ignored).")
 @click.option("--kernel", type=click.IntRange(1, 11), default=1, show_default=True, help="Kernel size.")
-@click.option("--stride", type=click.IntRange(1, 4), default=1, show_default=True)
+@click.option("--stride", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="Convolution stride (pixels).")
 @click.option("--w-bits", type=click.IntRange(2, 32), default=8, show_default=True, help="Weight precision (bits).")
 @click.option("--a-bits", type=click.IntRange(2, 32), default=8, show_default=True,
               help="Activation precision (bits).")
