@@ -247,6 +247,32 @@ def _best_line(summary: dict[str, Any], objectives: tuple) -> str:
     return f"best {first.name}{tag}: {best[first.key]:.4f} ({summary['best_arch_id']}{', ' + rest if rest else ''})"
 
 
+@main.command("config")
+@click.option("--problem", type=RegistryChoice(_problems),
+              help="Application (see `dalp_moo problems`) [default: the config file's, else vessel-segmentation].")
+@click.option("--preset", type=RegistryChoice(_presets),
+              help="Preset of the application [default: the config file's, else default].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML config file.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the TOML to this file instead of standard output.")
+@click.option("--plain", is_flag=True, help="Leave out the documentation comments.")
+def config_command(problem: str | None, preset: str | None, config_path: str | None, sets: tuple[str, ...],
+                   out: str | None, plain: bool) -> None:
+    """Print the resolved configuration as TOML, every key with its documentation (units,
+    choices): a starting point for a --config file, or a check of what a run would use."""
+    from dalp_moo.config import load_config, to_toml
+
+    cfg = load_config(preset, config_path, _overrides({}, sets), problem=problem)
+    text = to_toml(cfg, comments=not plain)
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 @main.command()
 def problems() -> None:
     """List the registered applications (problems) and their presets."""

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
+import inspect
 import json
+import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -130,10 +134,10 @@ class TrainConfig:
     """
 
     epochs: int = 4  #: FP32 training epochs per candidate
-    batch_size: int = 8
+    batch_size: int = 8  #: training batch (tiles)
     lr: float = 1e-3  #: Adam learning rate
-    focal_alpha: float = 1.0
-    focal_gamma: float = 2.0
+    focal_alpha: float = 1.0  #: focal loss class weight alpha
+    focal_gamma: float = 2.0  #: focal loss focusing exponent gamma (0 = cross-entropy)
     patience: int = 3  #: early stopping on validation loss (epochs without improvement)
     regime: str = "dalp"  #: 'fp32', 'ptq' (post-training FP16) or 'dalp' (deployment-aligned)
     finetune_epochs: int = 1  #: dalp: epochs of fine-tuning under the FP16 profile
@@ -559,14 +563,57 @@ def load_config(
     return build_config(values, preset=preset, problem=problem)
 
 
-def to_toml(cfg: RunConfig) -> str:
-    """Serialise a config as TOML (readable, and loadable by :func:`load_config`)."""
+_FIELD_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*)\s*:")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Documentation of each field of the dataclass ``cls`` (and its dataclass bases): the
+    ``#:`` comment lines just above the field and the ``#:`` comment at the end of its line,
+    joined. Fields without such a comment are missing from the mapping."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source file (e.g. a class built at run time)
+            continue
+        names = {f.name for f in fields(klass)}
+        pending: list[str] = []
+        for line in source.splitlines()[1:]:
+            stripped = line.strip()
+            if stripped.startswith("#:"):
+                pending.append(stripped[2:].strip())
+                continue
+            match = _FIELD_LINE.match(line)
+            if match and match.group(2) in names and len(match.group(1)) == 4:
+                parts = [*pending]
+                if "#:" in line:
+                    parts.append(line.split("#:", 1)[1].strip())
+                if parts:
+                    docs[match.group(2)] = " ".join(p for p in parts if p)
+            pending = []
+    return docs
+
+
+def to_toml(cfg: RunConfig, comments: bool = False) -> str:
+    """Serialise a config as TOML (readable, and loadable by :func:`load_config`). With
+    ``comments``, each section opens with its class's summary line and each key is preceded by
+    its documentation (:func:`field_docs`)."""
     lines = [f"preset = {json.dumps(cfg.preset)}", f"problem = {json.dumps(cfg.problem)}", ""]
+    classes = {name: type(section) for name, section in cfg.section_items()}
     for section, content in cfg.to_dict().items():
         if not isinstance(content, dict):
             continue
+        docs = field_docs(classes[section]) if comments and section in classes else {}
+        if comments and section in classes:
+            summary = (inspect.getdoc(classes[section]) or "").split("\n\n")[0].replace("\n", " ")
+            lines.extend(f"# {text}" for text in textwrap.wrap(summary, 96))
         lines.append(f"[{section}]")
         for key, value in content.items():
+            if key in docs:
+                lines.extend(f"# {text}" for text in textwrap.wrap(docs[key], 96))
             if value is None:  # TOML has no null: the field's default (None) applies on loading
                 lines.append(f"# {key} = (none)")
                 continue

@@ -102,3 +102,24 @@ def test_every_cli_option_is_documented():
     undocumented += [path for path, cmd in _commands(main) if not (cmd.help or cmd.short_help or "").strip()]
     assert len(_commands(main)) > 10  # the walk reached the subcommands
     assert not undocumented, undocumented
+
+
+def test_config_command_prints_a_documented_loadable_config(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["config", "--preset", "smoke", "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert "# FP32 training epochs per candidate\nepochs = 3\n" in result.output
+    out = tmp_path / "c.toml"
+    result = runner.invoke(main, ["config", "--preset", "smoke", "--set", "train.epochs=3", "--plain",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "epochs = 3" in text and "\n# " not in text
+    from dalp_moo.config import load_config
+    assert load_config(path=out) == load_config("smoke", overrides=[{"train": {"epochs": 3}}])
+
+
+def test_config_command_bad_key_is_one_line(tmp_path):
+    result = run_cli("config", "--set", "train.epoch=2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: unknown config key train.'epoch' (did you mean 'epochs'?)"]

@@ -2,7 +2,7 @@
 
 Layout::
 
-    config.toml       resolved configuration (load it with --config to repeat the run)
+    config.toml       resolved configuration, each key documented (load it with --config to repeat the run)
     meta.json         versions, evaluator description (backend, data, ...), start time,
                       hypervolume reference point, the config as started, resumes
     journal.jsonl     one line per finished evaluation (append-only, fsync'd; format 2:
@@ -342,7 +342,7 @@ class RunFolder:
     # -- state ------------------------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
         """Write config.toml atomically (a resume that changes search.generations rewrites it)."""
-        atomic_write_text(self.config_path, to_toml(cfg))
+        atomic_write_text(self.config_path, to_toml(cfg, comments=True))
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_text(self.meta_path, json.dumps(meta, indent=2, default=str))

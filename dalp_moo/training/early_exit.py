@@ -83,7 +83,7 @@ class EarlyExitTrainConfig:
     qat_epochs: int = 3  #: 4/8-bit quantisation-aware epochs, starting from the FP32 backbone
     head_epochs: int = 15  #: epochs of every exit head on the cached features
     batch_size: int = 64  #: backbone training batch (images)
-    head_batch_size: int = 128
+    head_batch_size: int = 128  #: exit-head training batch (cached feature maps)
     lr: float = 0.05  #: backbone SGD learning rate (Nesterov momentum 0.9, cosine decay)
     qat_lr: float = 0.005  #: QAT learning rate (cosine decay)
     head_lr: float = 0.002  #: exit-head Adam learning rate (cosine decay)
