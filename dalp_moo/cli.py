@@ -284,14 +284,26 @@ def problems() -> None:
 
 
 @main.command()
-def backends() -> None:
+@click.option("--options", "show_options", is_flag=True,
+              help="Also list each backend's options (backend.options.NAME), defaults and documentation.")
+def backends(show_options: bool) -> None:
     """List the registered deployment backends."""
+    import textwrap
+
     from dalp_moo import backends as registry
+    from dalp_moo.backends.registry import options
 
     for name, version in registry.available().items():
         info = registry.get(name).info()
         kind = "emulated" if info.emulated else "real"
         click.echo(f"{name:10s} v{version:4s} {kind:8s} {info.device}")
+        if show_options:
+            for opt in options(name):
+                head = f"    {opt.name} = {opt.default!r}"
+                lines = textwrap.wrap(opt.doc, 96 - 28)
+                click.echo(f"{head:28s}{lines[0] if lines else ''}")
+                for line in lines[1:]:
+                    click.echo(" " * 28 + line)
 
 
 main.add_command(data)

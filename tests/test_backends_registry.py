@@ -56,3 +56,25 @@ def test_myriadx_rejects_unknown_option_and_forced_real_device() -> None:
         backends.get("myriadx", turbo=True)
     with pytest.raises(BackendError, match="no MYRIAD device"):
         backends.get("myriadx", emulate=False)
+
+
+@pytest.mark.parametrize("name", sorted(backends.available()))
+def test_every_backend_option_is_documented(name: str) -> None:
+    from dalp_moo.backends.registry import options
+
+    opts = options(name)
+    assert opts, name
+    assert not [o.name for o in opts if not o.doc.strip()], name
+
+
+def test_options_lists_constructor_and_dataclass_options_with_defaults() -> None:
+    from dalp_moo.backends.registry import options
+
+    ov = {o.name: o for o in options("openvino")}
+    assert ov["passes"].default == 1 and ov["precision"].default == "f32"
+    assert "device" not in ov  # that is backend.device
+    mx = {o.name: o for o in options("myriadx")}
+    assert mx["streams"].default == 2 and "executor streams" in mx["streams"].doc
+    assert mx["post_op_shaves"].doc.startswith("SHAVEs of an activation")
+    with pytest.raises(BackendError, match="unknown backend"):
+        options("tpu9000")

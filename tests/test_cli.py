@@ -123,3 +123,10 @@ def test_config_command_bad_key_is_one_line(tmp_path):
     result = run_cli("config", "--set", "train.epoch=2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: unknown config key train.'epoch' (did you mean 'epochs'?)"]
+
+
+def test_backends_options_lists_documented_options():
+    result = CliRunner().invoke(main, ["backends", "--options"])
+    assert result.exit_code == 0, result.output
+    assert "    passes = 1" in result.output and "lowest median" in result.output
+    assert "    streams = 2" in result.output

@@ -16,7 +16,8 @@ Backends:
 standard CNN without measuring (graph captured by :func:`graph.trace_graph`).
 
 Add a backend: write one module that subclasses :class:`Backend`, decorate it with
-``@register`` and import it below.
+``@register`` and import it below; document each constructor option in ``option_docs`` (a test
+requires it; ``python -m dalp_moo backends --options`` lists them).
 """
 
 from dalp_moo.backends import analytic, myriadx, openvino_backend  # noqa: F401  (registers)

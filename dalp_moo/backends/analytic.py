@@ -22,6 +22,8 @@ class AnalyticBackend(Backend):
 
     name = "analytic"
     version = "1"
+    option_docs = {"gmacs_per_s": "modelled compute rate (GMAC/s)",
+                   "overhead_ms": "modelled fixed time per inference (ms)"}
 
     def __init__(self, device: str = "CPU", gmacs_per_s: float = 20.0, overhead_ms: float = 0.5) -> None:
         super().__init__(device=device)

@@ -79,6 +79,11 @@ class Backend(abc.ABC):
     version: str = "0"
     #: options accepted through ``**options`` besides the constructor's named parameters
     extra_options: tuple[str, ...] = ()
+    #: dataclass whose fields are those extra options (documented by their ``#:`` comments)
+    extra_options_from: type | None = None
+    #: documentation of each named constructor option (units, choices); listed by
+    #: ``python -m dalp_moo backends --options``
+    option_docs: dict[str, str] = {}
 
     def __init__(self, device: str = "CPU", **options: Any) -> None:
         self.device = device

@@ -115,8 +115,9 @@ class MyriadXParams:
     usb2_gbps: float = 0.035         #: FP32 host I/O over USB 2 (fitted)
     period_ratio: float = 1.75       #: single-request latency / throughput period (fitted)
     shaves: int = 8                  #: SHAVEs of one request under two streams (published: Luxonis RVC2)
-    post_op_shaves: int = 2          #: SHAVEs of an activation / scale / convert / up-sampling stage, and of an
-    #: Eltwise next to a hardware stage (published: plugin source, ``TwoOrOne``, ``SHAVES_LIMITATION_FOR_HW``)
+    #: SHAVEs of an activation / scale / convert / up-sampling stage, and of an Eltwise next to a
+    #: hardware stage (published: plugin source, ``TwoOrOne``, ``SHAVES_LIMITATION_FOR_HW``)
+    post_op_shaves: int = 2
     streams: int = 2                 #: plugin executor streams: 2 (default) or 1
     single_stream_speedup: float = 2.0  #: compute-rate factor with ``streams=1`` (assumed)
     include_host: bool = False       #: add the host/USB term to the reported latency

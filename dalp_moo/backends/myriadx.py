@@ -65,6 +65,11 @@ class MyriadXBackend(Backend):
     name = "myriadx"
     version = "1"
     extra_options = tuple(f.name for f in dataclasses.fields(MyriadXParams))
+    extra_options_from = MyriadXParams
+    option_docs = {"emulate": "True: always the emulator; False: a real MYRIAD device or an error; "
+                              "unset: the device where OpenVINO reports one, else the emulator",
+                   "runs": "real device: timed inferences per latency (median)",
+                   "warmup": "real device: untimed inferences before the timed ones"}
 
     def __init__(self, device: str = "MYRIAD", emulate: bool | None = None, runs: int = 50,
                  warmup: int = 10, **options: Any) -> None:

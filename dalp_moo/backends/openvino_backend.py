@@ -473,6 +473,22 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
     version = "1"
+    option_docs = {
+        "runs": "timed inferences per timing pass (the median is the latency)",
+        "warmup": "untimed inferences before the timed ones",
+        "threads": "inference threads (INFERENCE_NUM_THREADS; None = the plugin's default)",
+        "throughput": "report the throughput period (ms per inference, plugin's throughput mode) "
+                      "instead of the batch-1 latency",
+        "latency": "'measure' (time each candidate) or 'model' (this CPU's fitted kernel-level latency "
+                   "model, no timing)",
+        "tolerance": "largest relative difference of the IR's FP32 output from torch's before a warning",
+        "seed": "seed of the example input of the conversion check",
+        "clock": "'wall' or 'cpu' (process CPU time per inference; needs threads=1, no throughput)",
+        "precision": "INFERENCE_PRECISION_HINT: 'f32' (the same numerics on every host), 'bf16', 'f16' or "
+                     "'auto' (the plugin's host-dependent default)",
+        "passes": "timing passes per latency, the one with the lowest median reported (about 20 on a "
+                  "host whose speed varies, e.g. a virtual machine)",
+    }
 
     def __init__(self, device: str = "CPU", runs: int = 50, warmup: int = 10, threads: int | None = 1,
                  throughput: bool = False, latency: str = "measure", tolerance: float = 1e-2,
