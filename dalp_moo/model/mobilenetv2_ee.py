@@ -11,7 +11,7 @@ Exit head (every exit, the final one included): max-pooling to ``C x 4 x 4``, fl
 ReLU6, fully connected to the classes).
 
 Residual additions are :class:`ResidualAdd` modules (``cost_op = "add"``) so that a cost-model
-tracer sees them. Every layer is built through :mod:`dalp_moo.precision.quant` at the bit width
+tracer sees them. Every layer is built through :mod:`dalp_moo.model.quantised` at the bit width
 of its part (backbone or exits).
 """
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dalp_moo.precision import quant
+from dalp_moo.model import quantised as quant
+from dalp_moo.space.early_exit import EARLY_EXITS, EXIT_LETTERS, HEAD_TYPES  # noqa: F401  (re-exported)
 
 #: (expansion, output channels, stride, depthwise kernel) of the 12 inverted-residual blocks
 #: (width 1.0). The depthwise kernels (3x3 in blocks 0-6, 7x7 in blocks 7-11) reproduce the
@@ -34,11 +35,8 @@ BLOCKS: tuple[tuple[int, int, int, int], ...] = (
     (6, 64, 1, 3), (6, 96, 1, 7), (6, 96, 1, 7), (6, 160, 2, 7), (6, 160, 1, 7), (6, 320, 1, 7),
 )
 STEM_CHANNELS = 32
-EXIT_LETTERS = "ABCDEFGHIJK"  #: exit positions; K is the final exit
-EARLY_EXITS = 10  #: optional exit positions A..J
 #: block index after which each exit position sits
 EXIT_BLOCKS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
-HEAD_TYPES = ("linear", "mlp")
 POOLED_SIZE = 4  #: exit heads max-pool to C x 4 x 4
 MLP_HIDDEN_FACTOR = 8  #: hidden width of the two-layer head: 8 x C
 

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dalp_moo.errors import ConfigError
-from dalp_moo.model.mobilenetv2_ee import EARLY_EXITS, EXIT_LETTERS, HEAD_TYPES
-from dalp_moo.precision.quant import PRECISIONS
 
+EXIT_LETTERS = "ABCDEFGHIJK"  #: exit positions; K is the final exit
+EARLY_EXITS = 10  #: optional exit positions A..J
+HEAD_TYPES = ("linear", "mlp")  #: exit head types (see dalp_moo.model.mobilenetv2_ee.ExitHead)
+PRECISIONS: tuple[int, ...] = (4, 8, 16, 32)  #: supported bit widths of backbone and exits
+INTEGER_BITS: tuple[int, ...] = (4, 8)  #: bit widths trained with integer QAT
 N_POSITIONS = EARLY_EXITS + 1  #: exit positions A..K
 FINAL = EARLY_EXITS  #: position index of the final exit K
 
