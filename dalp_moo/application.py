@@ -235,6 +235,8 @@ class Application:
     table_columns: ClassVar[tuple[str, ...]] = ()  #: metric keys shown in tables after the common fields
     #: config keys that moved (format-1 configs): "old_section.key" -> "new_section.key"
     moved_keys: ClassVar[dict[str, str]] = {}
+    #: ``backend.name`` of a config that does not set one ("" = the generic default, myriadx)
+    default_backend: ClassVar[str] = ""
 
     # -- presets ----------------------------------------------------------------------------
     def presets(self) -> tuple[str, ...]:

@@ -455,6 +455,9 @@ def build_config(values: dict[str, Any], preset: str = "", problem: str | None =
             raise ConfigError(f"config section {section!r} must be a table of keys")
         built[section] = _build_section(classes[section], content, section)
     common = {k: built.pop(k) for k in COMMON_SECTIONS if k in built}
+    backend_values = values.get("backend")
+    if app.default_backend and not (isinstance(backend_values, dict) and "name" in backend_values):
+        common["backend"] = dataclasses.replace(common.get("backend", BackendConfig()), name=app.default_backend)
     cfg = RunConfig(preset=preset, problem=problem, sections=built, **common)
     app.validate(cfg)
     return cfg

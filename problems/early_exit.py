@@ -46,7 +46,6 @@ from dalp_moo.backends.accelerator import (
     reduction,
     trace_layers,
 )
-from dalp_moo.config import BackendConfig
 from dalp_moo.data.classification import ClassificationDataConfig, open_classification
 from dalp_moo.errors import ConfigError
 from dalp_moo.log import logger
@@ -66,7 +65,6 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets" / "early_exit"
 ET_UNIT = "uJ*ms"
 FAILED_ET = 1e9  #: ET_avg of failed candidates (uJ*ms)
 FAILED_OVERHEAD = 1e3
-DEFAULT_BACKEND = BackendConfig.name  #: the generic [backend] default, accepted (and ignored) for configs without it
 
 
 @dataclass(frozen=True)
@@ -265,6 +263,7 @@ class EarlyExitApplication(Application):
     constraints_section = EarlyExitConstraints
     preset_dir = PRESET_DIR
     default_preset = "default"
+    default_backend = AcceleratorModel.name
     table_columns = ("accuracy", "accuracy_static", "et_avg", "reduction", "exit_overhead", "exits", "heads",
                      "threshold", "precision", "final_fraction")
 
@@ -302,7 +301,7 @@ class EarlyExitApplication(Application):
 
     def validate(self, cfg: Any) -> None:
         backend = getattr(getattr(cfg, "backend", None), "name", AcceleratorModel.name)
-        if backend not in (AcceleratorModel.name, DEFAULT_BACKEND):
+        if backend != AcceleratorModel.name:
             raise ConfigError(f"config value backend.name: the early-exit application costs candidates on the modelled "
                               f"accelerator (section [accelerator]); use backend.name = {AcceleratorModel.name!r}, "
                               f"not {backend!r}")

@@ -122,3 +122,10 @@ def test_backend_must_be_the_modelled_accelerator():
     assert cfg.backend.name == "edgetpu-quad"
     with pytest.raises(ConfigError, match="backend.name"):
         load_config("smoke", problem="early-exit", overrides=[{"backend": {"name": "openvino"}}])
+    # an explicit myriadx (the vessel application's default) is refused too, not silently ignored
+    with pytest.raises(ConfigError, match="use backend.name = 'edgetpu-quad', not 'myriadx'"):
+        load_config("smoke", problem="early-exit", overrides=[{"backend": {"name": "myriadx"}}])
+    # a config without a backend name (library use, no preset) gets the application's default
+    from dalp_moo.config import build_config
+    assert build_config({"backend": {"device": "CPU"}}, problem="early-exit").backend.name == "edgetpu-quad"
+    assert build_config({}, problem="vessel-segmentation").backend.name == "myriadx"
