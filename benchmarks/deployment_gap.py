@@ -9,7 +9,11 @@ recipe and the default preset's epochs, then for every target (``--targets``):
 * ``myriadx_inf`` / ``myriadx_saturate``: the emulated Myriad X (``--backend myriadx``, no device:
   emulated), numerics profile ``myriadx`` with ``overflow`` ``inf`` / ``saturate``;
 * ``openvino_bf16``: the OpenVINO CPU runtime with ``INFERENCE_PRECISION_HINT=bf16`` (real bf16
-  arithmetic, measured; needs AVX512_BF16 or AMX, else skipped), profile ``bf16``.
+  arithmetic, measured; needs AVX512_BF16 or AMX, else skipped), profile ``bf16``;
+* ``openvino_int8``: the OpenVINO CPU runtime on the model quantised to INT8 by NNCF post-training
+  quantisation from the first ``CALIBRATION_TILES`` training tiles (real int8 arithmetic,
+  measured; needs the ``int8`` extra, else skipped); post-training only (no int8 aligned-training
+  profile): its ``dalp`` figures are null.
 
 Scores are test-split mIoU (fraction), all deployed scores of the model as the target's backend
 deploys it, through :func:`dalp_moo.precision.run_regimes` (the search's pipeline):
@@ -132,7 +136,12 @@ TARGETS: dict[str, dict[str, Any]] = {
                          "switches": {"overflow": "saturate"}},
     "openvino_bf16": {"backend": "openvino", "options": {"precision": "bf16", "runs": 5, "warmup": 1},
                       "profile": "bf16", "switches": {}},
+    # post-training INT8 (NNCF) only: there is no int8 aligned-training profile, so no dalp figure
+    "openvino_int8": {"backend": "openvino", "options": {"precision": "int8", "runs": 5, "warmup": 1},
+                      "profile": "ieee", "switches": {}, "regime": "ptq"},
 }
+#: training tiles that calibrate a target that quantises on data (openvino_int8), as in a search
+CALIBRATION_TILES = 128
 
 
 def step_time_ratio(model: torch.nn.Module, data, cfg: TrainConfig, profile: NumericsProfile,
@@ -238,27 +247,35 @@ def run_case(name: str, arch: Any, seed: int, source: Any, splits: tuple, norm: 
     ft32_s = time.perf_counter() - t0
     ft32 = score(ft32_model).miou
     calib = torch.stack([train_set[i][0] for i in range(min(16, len(train_set)))])
+    calib_deploy = torch.stack([train_set[i][0] for i in range(min(CALIBRATION_TILES, len(train_set)))])
     per_target = {}
     for tname, t in targets.items():
         backend, profile = t["backend_obj"], t["profile_obj"]
-        ft32_ptq = score(backend.deploy(ft32_model, input_shape, profile=profile).predict).miou
+        regime = t.get("regime", "dalp")
+        on_data = calib_deploy if backend.needs_calibration else None
+        ft32_ptq = score(backend.deploy(ft32_model, input_shape, profile=profile, calibration=on_data).predict).miou
         dalp_model = copy.deepcopy(fp32_model)
-        res = run_regimes(dalp_model, backend, input_shape, score, "dalp", profile,
-                          finetune_fn=finetune, calibration=calib,
+        res = run_regimes(dalp_model, backend, input_shape, score, regime, profile,
+                          finetune_fn=finetune, calibration=on_data if on_data is not None else calib,
                           overflow_push=args.overflow_push)
-        fp32, ptq, dalp = res.fp32.miou, res.ptq.miou, res.dalp.miou
+        fp32, ptq = res.fp32.miou, res.ptq.miou
+        dalp = res.dalp.miou if res.dalp is not None else None
         gap, ctrl_gap = fp32 - ptq, ft32 - ft32_ptq
         per_target[tname] = {
             "ptq_miou": ptq, "dalp_miou": dalp, "ft32_ptq_miou": ft32_ptq,
-            "ptq_vessel_iou": res.ptq.per_class_iou[-1], "dalp_vessel_iou": res.dalp.per_class_iou[-1],
-            "ptq_nonfinite": res.ptq.nonfinite_fraction, "dalp_nonfinite": res.dalp.nonfinite_fraction,
+            "ptq_vessel_iou": res.ptq.per_class_iou[-1],
+            "dalp_vessel_iou": res.dalp.per_class_iou[-1] if res.dalp is not None else None,
+            "ptq_nonfinite": res.ptq.nonfinite_fraction,
+            "dalp_nonfinite": res.dalp.nonfinite_fraction if res.dalp is not None else None,
             "gap": gap, "control_gap": ctrl_gap,
-            "gap_recovered": _frac(dalp - ptq, gap),
-            "gap_recovered_vs_control": _frac(dalp - ft32_ptq, ctrl_gap),
-            "dalp_minus_ft32_ptq": dalp - ft32_ptq,
+            "gap_recovered": _frac(dalp - ptq, gap) if dalp is not None else None,
+            "gap_recovered_vs_control": _frac(dalp - ft32_ptq, ctrl_gap) if dalp is not None else None,
+            "dalp_minus_ft32_ptq": dalp - ft32_ptq if dalp is not None else None,
             "input_rescale_k": res.input_rescale_k, "dalp_finetune_s": res.finetune_s,
-            "dalp_step_ms": res.finetune.step_ms,
+            "dalp_step_ms": res.finetune.step_ms if res.finetune is not None else None,
         }
+        if backend.needs_calibration:
+            per_target[tname]["quantised_ops"] = dict(getattr(res.deployment, "quantised_ops", {}))
     case = {
         "arch": name, "description": arch.describe(), "arch_id": arch.arch_id,
         "params": count_params(arch, source.bands, 2), "seed": seed,
@@ -282,7 +299,7 @@ def summarise_target(cases: list[dict], tname: str, emulated: bool) -> dict:
     gaps = [t["gap"] for _, t in rows]
     ctrl = [(c, t) for c, t in rows if t["control_gap"] > GAP_THRESHOLD]
     pooled_den = sum(c["ft32_miou"] - t["ft32_ptq_miou"] for c, t in ctrl)
-    diffs = [t["dalp_minus_ft32_ptq"] for _, t in rows]
+    diffs = [t["dalp_minus_ft32_ptq"] for _, t in rows if t["dalp_minus_ft32_ptq"] is not None]
     return {
         "emulated": emulated,
         "cases": len(rows),
@@ -298,7 +315,7 @@ def summarise_target(cases: list[dict], tname: str, emulated: bool) -> dict:
         "cases_with_control_gap": len(ctrl),
         "pooled_gap_recovered_vs_control": (
             sum(t["dalp_miou"] - t["ft32_ptq_miou"] for _, t in ctrl) / pooled_den
-            if ctrl and pooled_den > 0 else None),
+            if ctrl and pooled_den > 0 and all(t["dalp_miou"] is not None for _, t in ctrl) else None),
         "mean_gap_recovered": _mean([t["gap_recovered"] for _, t in rows]),
         "dalp_minus_ft32_ptq": {"mean": _mean(diffs),
                                 "stdev": statistics.stdev(diffs) if len(diffs) > 1 else None,
@@ -317,7 +334,8 @@ def _f(v: float | None, pct: bool = False) -> str:
 #: what the figures of the JSON document are (emulated or measured)
 LABELS = {
     "targets": "per target: emulated true = numerics emulated on the host (Myriad X); false = deployed "
-               "mIoU measured by the OpenVINO runtime on this CPU",
+               "mIoU measured by the OpenVINO runtime on this CPU (openvino_int8: NNCF post-training INT8, "
+               "no aligned training, dalp null)",
     "mean_variant_gap": "EMULATED: mean FP32 - post-training mIoU under the host emulation of each "
                         "numerics variant (ablation; its 'bf16' is the emulated bf16 profile, not the "
                         "OpenVINO measurement of target openvino_bf16)",

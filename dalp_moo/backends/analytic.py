@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from dalp_moo.backends.base import Backend, BackendInfo, Deployment, EmulatedDeployment, LatencyReport
@@ -46,7 +47,8 @@ class AnalyticBackend(Backend):
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         return self._report(model, input_shape).latency_ms
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee",
+               calibration: torch.Tensor | None = None) -> Deployment:
         from dalp_moo.precision import deploy_fp16
 
         deployed = deploy_fp16(model.cpu().eval(), profile=profile)

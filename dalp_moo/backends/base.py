@@ -93,9 +93,16 @@ class Backend(abc.ABC):
     def info(self) -> BackendInfo:
         """Describe the backend, its software versions and whether results are emulated."""
 
+    #: True when :meth:`deploy` needs ``calibration`` inputs (e.g. post-training INT8 quantisation)
+    needs_calibration: bool = False
+
     @abc.abstractmethod
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx",
+               calibration: torch.Tensor | None = None) -> Deployment:
         """Deploy an evaluation copy of ``model`` for ``input_shape`` (the model is not changed).
+
+        ``calibration`` (a batch of training inputs) is used by backends that calibrate the
+        deployment on data (``needs_calibration``) and ignored by the others.
 
         ``profile`` is the numerics profile (a name or a
         :class:`~dalp_moo.precision.NumericsProfile` with its switches) used where the backend

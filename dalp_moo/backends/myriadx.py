@@ -100,7 +100,8 @@ class MyriadXBackend(Backend):
         return BackendInfo(self.name, self.version, device="Myriad X (emulated)", emulated=True,
                            details=details)
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx") -> Deployment:
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "myriadx",
+               calibration: torch.Tensor | None = None) -> Deployment:
         """Real device: compile on MYRIAD and measure; else FP16 emulation + latency model.
 
         The emulation runs the converted graph under the numerics ``profile`` (FP16 profiles

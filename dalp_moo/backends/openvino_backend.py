@@ -100,8 +100,10 @@ def device_properties(device: str) -> dict[str, str]:
     return out
 
 
-#: values of the ``precision`` option -> INFERENCE_PRECISION_HINT (None: plugin default)
-PRECISIONS: dict[str, str | None] = {"f32": "f32", "bf16": "bf16", "f16": "f16", "auto": None}
+#: values of the ``precision`` option -> INFERENCE_PRECISION_HINT (None: plugin default); ``int8``
+#: quantises the model with NNCF post-training quantisation (:func:`quantize_int8`) and runs what
+#: stays in floating point in f32
+PRECISIONS: dict[str, str | None] = {"f32": "f32", "bf16": "bf16", "f16": "f16", "auto": None, "int8": "f32"}
 
 
 def check_precision(precision: str, device: str = "CPU") -> None:
@@ -118,6 +120,56 @@ def check_precision(precision: str, device: str = "CPU") -> None:
     if precision == "bf16":
         caps = device_properties(device).get("OPTIMIZATION_CAPABILITIES", "")
         require_bf16(caps, device)
+    if precision == "int8":
+        caps = str(device_properties(device).get("OPTIMIZATION_CAPABILITIES", ""))
+        if "INT8" not in caps:
+            raise BackendError(f"openvino option precision='int8': device {device!r} has no int8 "
+                               f"inference (OPTIMIZATION_CAPABILITIES: {caps or 'none'}); use precision='f32'")
+        _nncf()
+
+
+def _nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendError(f"openvino option precision='int8' needs NNCF ({exc}); "
+                           "pip install 'dalp_moo[int8]'") from exc
+    return nncf
+
+
+def quantize_int8(ov_model: Any, calibration: np.ndarray, seed: int = 0) -> Any:
+    """NNCF post-training INT8 quantisation of ``ov_model`` (symmetric per-channel weights,
+    per-tensor activations from the statistics of ``calibration``, a batch of inputs fed one
+    at a time; fast bias correction), as ``nncf.quantize`` does by default."""
+    nncf = _nncf()
+    items = [np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32) for i in range(len(calibration))]
+    if not items:
+        raise BackendError("openvino precision='int8': the calibration set is empty")
+    import contextlib
+    import io
+    import logging as _logging
+
+    nncf_logger = _logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(_logging.WARNING)  # its INFO lines and progress bars would flood a search
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items))
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def quantised_ops(compiled: Any) -> dict[str, int]:
+    """Convolutions (and matrix multiplications) of a compiled model by runtime precision, e.g.
+    ``{"u8": 17}``: which layers the plugin really runs in int8."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
+        if layer in ("Convolution", "Deconvolution", "FullyConnected", "MatMul"):
+            prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "unknown"
+            counts[prec] = counts.get(prec, 0) + 1
+    return counts
 
 
 def require_bf16(capabilities: str | list[str], device: str = "CPU") -> None:
@@ -151,7 +203,10 @@ def compiled_precision(compiled: Any) -> str:
 
 @lru_cache(maxsize=16)
 def effective_precision(device: str, precision: str) -> str:
-    """The precision the plugin uses for ``precision`` on ``device`` (compiles a 1-op probe)."""
+    """The precision the plugin uses for ``precision`` on ``device`` (compiles a 1-op probe;
+    ``int8``: 'int8', the quantised layers' precision)."""
+    if precision == "int8":
+        return "int8"
     ov = _ov()
     if not hasattr(ov, "convert_model"):  # 2022.x
         return "unknown"
@@ -275,7 +330,7 @@ class OpenVINODeployment(Deployment):
                  tolerance: float, seed: int, host_model: Any | None = None,
                  method: str = "measured", streams: int | None = 1,
                  power_w: float | None = None, clock: str = "wall", precision: str = "f32",
-                 passes: int = 1) -> None:
+                 passes: int = 1, calibration: torch.Tensor | None = None) -> None:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.passes = max(1, int(passes))
         self.device = device
@@ -304,11 +359,22 @@ class OpenVINODeployment(Deployment):
         self.inference_precision = compiled_precision(self.compiled)
         self._request = self.compiled.create_infer_request()
         out = self._infer(self._request, example.numpy())
-        self.conversion_error = relative_error(out, ref)
+        self.conversion_error = relative_error(out, ref)  # of the FP32 IR (before any quantisation)
         self.conversion_ok = self.conversion_error <= tolerance
         if not self.conversion_ok:
             logger.warning("OpenVINO IR output differs from torch FP32: relative error %.3g > %.3g",
                            self.conversion_error, tolerance)
+        #: runtime precision of the convolutions -> count (int8: which layers really run in int8)
+        self.quantised_ops: dict[str, int] = {}
+        if precision == "int8":
+            if calibration is None or len(calibration) == 0:
+                raise BackendError("openvino precision='int8' needs calibration inputs (a batch of "
+                                   "training tiles) to quantise the model")
+            self.ov_model = quantize_int8(self.ov_model, calibration.detach().cpu().float().numpy())
+            self.compiled = core().compile_model(self.ov_model, device, self.config)
+            self.inference_precision = "int8"
+            self.quantised_ops = quantised_ops(self.compiled)
+            self._request = self.compiled.create_infer_request()
         self._batch_compiled: dict[int, Any] = {}
         self._report: LatencyReport | None = None
         #: the individual timed runs (wall ms, process CPU ms) of the last synchronous :meth:`measure`
@@ -485,7 +551,8 @@ class OpenVINOBackend(Backend):
         "seed": "seed of the example input of the conversion check",
         "clock": "'wall' or 'cpu' (process CPU time per inference; needs threads=1, no throughput)",
         "precision": "INFERENCE_PRECISION_HINT: 'f32' (the same numerics on every host), 'bf16', 'f16' or "
-                     "'auto' (the plugin's host-dependent default)",
+                     "'auto' (the plugin's host-dependent default); 'int8': NNCF post-training INT8 "
+                     "quantisation from calibration tiles (needs the int8 extra), the rest in f32",
         "passes": "timing passes per latency, the one with the lowest median reported (about 20 on a "
                   "host whose speed varies, e.g. a virtual machine)",
     }
@@ -560,15 +627,27 @@ class OpenVINOBackend(Backend):
             "plugin_default_precision": _type_name(default) if default else "unknown",
         }
         if default is not None:  # the hint the backend compiles with, not the plugin's default
-            details["INFERENCE_PRECISION_HINT"] = used
+            details["INFERENCE_PRECISION_HINT"] = PRECISIONS.get(self.precision) or used
+        if self.precision == "int8":
+            details["int8"] = {"quantiser": f"NNCF {_nncf().__version__} post-training quantisation "
+                                            "(nncf.quantize defaults: symmetric per-channel weights, per-tensor "
+                                            "activations, fast bias correction)",
+                               "calibration": "training tiles handed to deploy()"}
         details["host_latency_calibration"] = self.host_calibration()
         return BackendInfo(self.name, self.version, device=props.get("FULL_DEVICE_NAME", self.device),
                            emulated=False, details=details)
 
-    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee") -> OpenVINODeployment:
+    @property
+    def needs_calibration(self) -> bool:
+        """True when :meth:`deploy` needs calibration inputs (precision ``int8``)."""
+        return self.precision == "int8"
+
+    def deploy(self, model: nn.Module, input_shape: tuple[int, ...], profile: Any = "ieee",
+               calibration: torch.Tensor | None = None) -> OpenVINODeployment:
         """Convert, save/reload as FP16-weight IR and compile. The numerics are the runtime's
         own (measured); the ``bf16`` profile (training projected onto bf16) needs precision
-        ``"bf16"`` (see :func:`dalp_moo.precision.check_profile_backend`)."""
+        ``"bf16"`` (see :func:`dalp_moo.precision.check_profile_backend`); precision ``int8``
+        quantises with NNCF from ``calibration`` (a batch of inputs)."""
         from dalp_moo.precision import check_profile_backend, get_profile
 
         if get_profile(profile).format == "bf16":
@@ -576,7 +655,8 @@ class OpenVINOBackend(Backend):
         return OpenVINODeployment(model, input_shape, self.device, self.threads, self.runs,
                                   self.warmup, self.throughput, self.latency, self.tolerance,
                                   self.seed, host_model=self.host_model() if self.latency == "model" else None,
-                                  clock=self.clock, precision=self.precision, passes=self.passes)
+                                  clock=self.clock, precision=self.precision, passes=self.passes,
+                                  calibration=calibration)
 
     def estimate_latency_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Host latency model prediction (ms) for batch-1 ``input_shape`` (no measurement): the

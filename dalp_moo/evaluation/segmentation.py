@@ -34,6 +34,10 @@ from dalp_moo.training import (
     train_model,
 )
 
+#: training tiles a backend that calibrates its deployment on data gets (OpenVINO INT8: NNCF's
+#: activation statistics); the first tiles of the training split, so the same for every candidate
+CALIBRATION_TILES = 128
+
 
 class SegmentationEvaluator:
     """Per-process evaluation state of one vessel-segmentation :class:`RunConfig`.
@@ -140,8 +144,9 @@ class SegmentationEvaluator:
                                   deadline=deadline, label=f"{arch.arch_id} restart {attempt}", init_prior=True)
             train_time = time.perf_counter() - t0
             calibration = None
-            if regime == "dalp":
-                calibration = torch.stack([self.train_set[i][0] for i in range(min(16, len(self.train_set)))])
+            if regime == "dalp" or getattr(self.backend, "needs_calibration", False):
+                tiles = CALIBRATION_TILES if getattr(self.backend, "needs_calibration", False) else 16
+                calibration = torch.stack([self.train_set[i][0] for i in range(min(tiles, len(self.train_set)))])
             result = run_regimes(model, self.backend, self.input_shape, self._score, regime, self.profile,
                                  finetune_fn=finetune, calibration=calibration)
             test = self._score(result.predict, "test")

@@ -66,7 +66,9 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     ``backend`` (any :class:`~dalp_moo.backends.Backend`; deployments are for ``input_shape``,
     batch 1).
 
-    ``dalp`` changes ``model`` in place: with ``calibration`` (a batch of training inputs) and a
+    ``calibration`` (a batch of training inputs) also goes to the backend's ``deploy`` where the
+    backend calibrates on data (``needs_calibration``, e.g. OpenVINO INT8).
+    ``dalp`` changes ``model`` in place: with ``calibration`` and a
     profile with weights analysis it first moves a power-of-two factor from the input
     normalisation into the first convolution when the first layer overflows in the scaled domain
     (:func:`~dalp_moo.precision.headroom.rescale_input_for_headroom`, FP32 function unchanged),
@@ -77,7 +79,9 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     prof = get_profile(profile)
     model = model.cpu().eval()
     out = RegimeResult(regime=regime, fp32=eval_fn(model), profile=prof.to_dict())
-    deployment = backend.deploy(model, input_shape, profile=prof)  # the profile with its switches
+    deploy_calibration = calibration if getattr(backend, "needs_calibration", False) else None
+    deployment = backend.deploy(model, input_shape, profile=prof,  # the profile with its switches
+                                calibration=deploy_calibration)
     if regime == "fp32":
         out.deployed, out.deployment, out.predict = out.fp32, deployment, model
         return out
@@ -94,7 +98,7 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     out.finetune = finetune_fn(model, aligned_context(model, prof, overflow_push))
     out.finetune_s = time.perf_counter() - t0
     model = model.cpu().eval()
-    deployment = backend.deploy(model, input_shape, profile=prof)
+    deployment = backend.deploy(model, input_shape, profile=prof, calibration=deploy_calibration)
     out.dalp = eval_fn(deployment.predict)
     out.deployed, out.deployment, out.predict = out.dalp, deployment, deployment.predict
     logger.debug("regimes (%s): fp32 %s ptq %s dalp %s", prof.name, out.fp32, out.ptq, out.dalp)
