@@ -26,20 +26,41 @@ from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
 
 
+def int8_deployment(cfg: RunConfig) -> bool:
+    """True when the run deploys through OpenVINO in INT8 (NNCF post-training quantisation)."""
+    return cfg.backend.name == "openvino" and cfg.backend.options.get("precision") == "int8"
+
+
+def quantised_ir(ov_model: Any, evaluator: Any) -> Any:
+    """``ov_model`` quantised to INT8 as the run's evaluations were: NNCF from the first
+    :data:`~dalp_moo.evaluation.segmentation.CALIBRATION_TILES` training tiles."""
+    from dalp_moo.backends.openvino_backend import quantize_int8
+    from dalp_moo.evaluation.segmentation import CALIBRATION_TILES
+
+    train = evaluator.train_set
+    tiles = torch.stack([train[i][0] for i in range(min(CALIBRATION_TILES, len(train)))])
+    return quantize_int8(ov_model, tiles.numpy())
+
+
 def export_front_ir(run_dir: str | Path, cfg: RunConfig, front: Sequence[EvalRecord]) -> list[Path]:
     """Write the IR of every front candidate whose weights are stored; returns the .xml paths.
+    Runs that deploy in INT8 get the quantised IR (the model their figures were measured on).
     A candidate that cannot be exported is logged and skipped (the run's results stay intact)."""
     from dalp_moo.backends.openvino_backend import convert, save_ir
 
     store = ArtifactStore(run_dir)
     evaluator = get_evaluator(cfg)
+    int8 = int8_deployment(cfg)
     paths = []
     for record in front:
         try:
             _, model = evaluator.build(list(record.genome))
             model.load_state_dict(store.weights(record.arch_id))
             example = torch.zeros(evaluator.input_shape)
-            paths.append(save_ir(convert(model.eval(), example), Path(run_dir) / "ir" / record.arch_id))
+            ov_model = convert(model.eval(), example)
+            if int8:
+                ov_model = quantised_ir(ov_model, evaluator)
+            paths.append(save_ir(ov_model, Path(run_dir) / "ir" / record.arch_id))
         except (DalpError, RuntimeError, OSError) as exc:
             logger.warning("IR export of %s failed: %s", record.arch_id, str(exc).splitlines()[0])
     return paths
@@ -163,6 +184,7 @@ def export_candidate(run_dir: str | Path, arch_id: str, out: str | Path) -> dict
     """Export one evaluated candidate of a run for deployment into the folder ``out``::
 
         <arch_id>.xml + .bin   OpenVINO IR, FP16 weights, batch 1 (input normalisation included)
+        <arch_id>_int8.xml     runs deployed in INT8 only: the quantised IR they were measured on
         <arch_id>.pt           torch state dict (tensors only: torch.load(..., weights_only=True))
         config.toml            the run's resolved config (rebuilds the architecture)
         model_card.json        genome, description, objectives (natural units, how obtained),
@@ -200,7 +222,10 @@ def export_candidate(run_dir: str | Path, arch_id: str, out: str | Path) -> dict
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(evaluator.input_shape)
-    xml = save_ir(convert(model, example), out_dir / arch_id)
+    ov_model = convert(model, example)
+    xml = save_ir(ov_model, out_dir / arch_id)
+    xml_int8 = save_ir(quantised_ir(ov_model, evaluator), out_dir / f"{arch_id}_int8") \
+        if int8_deployment(cfg) else None
     state_path = out_dir / f"{arch_id}.pt"
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, state_path)
     atomic_write_text(out_dir / "config.toml", folder.config_path.read_text())
@@ -243,7 +268,9 @@ def export_candidate(run_dir: str | Path, arch_id: str, out: str | Path) -> dict
                 "generation": record.generation, "evaluated_at": record.ended_at},
         "software": meta.get("versions"),
         "files": {"ir": xml.name, "ir_weights": xml.with_suffix(".bin").name, "state_dict": state_path.name,
-                  "config": "config.toml"},
+                  "config": "config.toml",
+                  **({"ir_int8": xml_int8.name, "ir_int8_note": "the deployed model: NNCF post-training INT8 "
+                      "from the run's calibration tiles (the check below is on the FP32 IR)"} if xml_int8 else {})},
         "check": {"what": "OpenVINO CPU (f32 inference precision) on the IR vs torch FP32, one validation tile",
                   "max_relative_error": rel, "tolerance": CHECK_TOLERANCE, "ok": rel <= CHECK_TOLERANCE},
         "reload": {"openvino": f"openvino.Core().compile_model('{xml.name}', 'CPU')",
