@@ -12,8 +12,8 @@ recipe and the default preset's epochs, then for every target (``--targets``):
   arithmetic, measured; needs AVX512_BF16 or AMX, else skipped), profile ``bf16``;
 * ``openvino_int8``: the OpenVINO CPU runtime on the model quantised to INT8 by NNCF post-training
   quantisation from the first ``CALIBRATION_TILES`` training tiles (real int8 arithmetic,
-  measured; needs the ``int8`` extra, else skipped); post-training only (no int8 aligned-training
-  profile): its ``dalp`` figures are null.
+  measured; needs the ``int8`` extra, else skipped), profile ``int8`` (fake-quantised
+  fine-tuning, :mod:`dalp_moo.precision.int8`; the same tiles fix its activation ranges).
 
 Scores are test-split mIoU (fraction), all deployed scores of the model as the target's backend
 deploys it, through :func:`dalp_moo.precision.run_regimes` (the search's pipeline):
@@ -136,9 +136,8 @@ TARGETS: dict[str, dict[str, Any]] = {
                          "switches": {"overflow": "saturate"}},
     "openvino_bf16": {"backend": "openvino", "options": {"precision": "bf16", "runs": 5, "warmup": 1},
                       "profile": "bf16", "switches": {}},
-    # post-training INT8 (NNCF) only: there is no int8 aligned-training profile, so no dalp figure
     "openvino_int8": {"backend": "openvino", "options": {"precision": "int8", "runs": 5, "warmup": 1},
-                      "profile": "ieee", "switches": {}, "regime": "ptq"},
+                      "profile": "int8", "switches": {}},
 }
 #: training tiles that calibrate a target that quantises on data (openvino_int8), as in a search
 CALIBRATION_TILES = 128
@@ -334,8 +333,7 @@ def _f(v: float | None, pct: bool = False) -> str:
 #: what the figures of the JSON document are (emulated or measured)
 LABELS = {
     "targets": "per target: emulated true = numerics emulated on the host (Myriad X); false = deployed "
-               "mIoU measured by the OpenVINO runtime on this CPU (openvino_int8: NNCF post-training INT8, "
-               "no aligned training, dalp null)",
+               "mIoU measured by the OpenVINO runtime on this CPU (openvino_int8: NNCF post-training INT8)",
     "mean_variant_gap": "EMULATED: mean FP32 - post-training mIoU under the host emulation of each "
                         "numerics variant (ablation; its 'bf16' is the emulated bf16 profile, not the "
                         "OpenVINO measurement of target openvino_bf16)",

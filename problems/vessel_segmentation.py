@@ -120,11 +120,6 @@ class VesselSegmentation(Application):
         from dalp_moo.precision import check_profile_backend  # the profile describes the backend
 
         check_profile_backend(cfg.train.profile, cfg.backend.name, dict(cfg.backend.options))
-        if cfg.backend.name == "openvino" and cfg.backend.options.get("precision") == "int8" \
-                and cfg.train.regime == "dalp":
-            raise ConfigError("config value train.regime: 'dalp' has no int8 training profile yet; with "
-                              "backend.options.precision='int8' use --regime ptq (NNCF post-training INT8, "
-                              "measured) or fp32")
         from dalp_moo.precision import get_profile
 
         get_profile(cfg.train.profile, **cfg.train.profile_options)  # unknown switches: one line

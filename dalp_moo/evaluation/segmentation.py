@@ -151,7 +151,8 @@ class SegmentationEvaluator:
                                  finetune_fn=finetune, calibration=calibration)
             test = self._score(result.predict, "test")
             latency = result.deployment.latency()
-            diagnostics = self._diagnostics(model) if regime != "fp32" else None
+            # per-layer FP16/bf16 diagnostics (the emulator's); an int8 deployment has none
+            diagnostics = self._diagnostics(model) if regime != "fp32" and self.profile.format != "int8" else None
             extra: dict[str, Any] = {"fp16": diagnostics["summary"]} if diagnostics else {}
             if restarts:
                 extra["restarts"] = restarts

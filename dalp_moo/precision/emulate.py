@@ -848,10 +848,17 @@ def aligned_training(model: nn.Module, profile: str | NumericsProfile = "myriadx
 
 
 def aligned_context(model: nn.Module, profile: str | NumericsProfile = "myriadx",
-                    overflow_push: float = 1.0) -> Callable[[], contextlib.AbstractContextManager]:
+                    overflow_push: float = 1.0, calibration: torch.Tensor | None = None
+                    ) -> Callable[[], contextlib.AbstractContextManager]:
     """Zero-argument factory of :func:`aligned_training` contexts for ``model`` (the shape
-    ``train_model(..., forward_context=...)`` expects)."""
+    ``train_model(..., forward_context=...)`` expects). A profile of format ``int8`` gets the
+    INT8-aligned forward (:func:`dalp_moo.precision.int8.int8_context`), whose activation
+    ranges come from ``calibration``."""
     prof = get_profile(profile)
+    if prof.format == "int8":
+        from dalp_moo.precision.int8 import int8_context
+
+        return int8_context(model, calibration)
     return lambda: aligned_training(model, prof, overflow_push)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dalp_moo.errors import ConfigError
 from dalp_moo.precision.profiles import FP16_MAX, FP16_MIN_NORMAL, NumericsProfile
 
 #: Magnitudes at or above this round to inf in binary16 (65504 + half an ulp of 32).
@@ -47,8 +48,13 @@ FORMATS: dict[str, FloatFormat] = {
 
 
 def fmt_of(profile: NumericsProfile | None) -> FloatFormat:
-    """The storage format of ``profile`` (FP16 when None)."""
-    return FORMATS["fp16" if profile is None else profile.format]
+    """The storage format of ``profile`` (FP16 when None). An ``int8`` profile has none: its
+    deployment is NNCF's quantisation run by OpenVINO, not a host emulation."""
+    name = "fp16" if profile is None else profile.format
+    if name not in FORMATS:
+        raise ConfigError(f"numerics profile {profile.name!r} (format {name!r}) has no host emulation: its "
+                          "deployed figures come from --backend openvino with precision='int8'")
+    return FORMATS[name]
 
 
 def round_to(x: torch.Tensor, fmt: FloatFormat, flush_subnormals: bool = False,

@@ -17,6 +17,12 @@ are switches:
   bilinear resize with half-pixel centres runs with asymmetric coordinates,
   ``src = dst * in / out``) or ``"model"`` (the model's own coordinate mode).
 
+``int8``: the quantisation of NNCF's post-training INT8 as the OpenVINO CPU runtime runs it
+(symmetric per-channel 8-bit weights, per-tensor 8-bit activations at the inputs of convolutions
+and fully connected layers; see :mod:`dalp_moo.precision.int8`): the training-side projection
+of a real int8 target (``--backend openvino`` with ``precision="int8"``), measured, not emulated.
+The FP16 switches of the other profiles do not apply to it.
+
 ``bf16``: bfloat16 storage of weights and activations (8 significant bits, FP32's exponent
 range), FP32 accumulation, no weights analysis: the numerics of the OpenVINO CPU plugin with
 ``INFERENCE_PRECISION_HINT=bf16``. It is the training-side projection of a real bf16 target
@@ -66,7 +72,8 @@ class NumericsProfile:
         input_fp16: the model input is converted to the storage format (raw digital numbers
             above 2048 lose their low bits in FP16, above 256 in BF16); False feeds FP32 inputs
             to the first op.
-        format: storage format of weights and activations, ``'fp16'`` or ``'bf16'``.
+        format: storage format of weights and activations, ``'fp16'``, ``'bf16'`` or ``'int8'``
+            (8-bit integer grids, :mod:`dalp_moo.precision.int8`; no host emulation).
         overflow: ``'inf'`` (IEEE: results beyond the largest finite value become +-inf) or
             ``'saturate'`` (they clamp to +-65504 in FP16). The deployment-aligned training
             forward follows it: see :func:`dalp_moo.precision.aligned_training`.
@@ -97,15 +104,15 @@ class NumericsProfile:
     fold_input_scale: bool = True
 
     def __post_init__(self) -> None:
-        for key, value, choices in (("format", self.format, ("fp16", "bf16")),
+        for key, value, choices in (("format", self.format, ("fp16", "bf16", "int8")),
                                     ("overflow", self.overflow, ("inf", "saturate")),
                                     ("resize_mode", self.resize_mode, ("model", "asymmetric"))):
             if value not in choices:
                 raise ConfigError(f"numerics profile {self.name!r}: {key} must be one of "
                                   f"{', '.join(repr(c) for c in choices)}, got {value!r}")
-        if self.format == "bf16" and self.weights_analysis:
+        if self.format != "fp16" and self.weights_analysis:
             raise ConfigError(f"numerics profile {self.name!r}: weights_analysis is a MYRIAD "
-                              "(FP16) rule; it cannot be combined with format 'bf16'")
+                              f"(FP16) rule; it cannot be combined with format {self.format!r}")
         if self.accumulation not in ("fp32", "fp16"):
             raise ConfigError(f"numerics profile {self.name!r}: accumulation must be 'fp32' or "
                               f"'fp16', got {self.accumulation!r}")
@@ -122,6 +129,7 @@ PROFILES: dict[str, NumericsProfile] = {
     "ieee": NumericsProfile(name="ieee"),
     "myriadx": NumericsProfile(name="myriadx", weights_analysis=True, resize_mode="asymmetric"),
     "bf16": NumericsProfile(name="bf16", format="bf16"),
+    "int8": NumericsProfile(name="int8", format="int8", input_fp16=False),
 }
 
 
@@ -166,4 +174,10 @@ def check_profile_backend(profile: str | NumericsProfile, backend: str,
                           "--set 'backend.options={precision=\"bf16\"}'")
     if precision == "bf16" and prof.format != "bf16":
         raise ConfigError(f"backend.options.precision='bf16' deploys in bf16: use --profile bf16 "
+                          f"(not {name!r}) so that training is projected onto the same numerics")
+    if prof.format == "int8" and precision != "int8":
+        raise ConfigError(f"train.profile {name!r} needs an int8 deployment: --backend openvino "
+                          "--set 'backend.options={precision=\"int8\"}'")
+    if precision == "int8" and prof.format != "int8":
+        raise ConfigError(f"backend.options.precision='int8' deploys in int8: use --profile int8 "
                           f"(not {name!r}) so that training is projected onto the same numerics")

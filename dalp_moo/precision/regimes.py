@@ -95,7 +95,7 @@ def run_regimes(model: nn.Module, backend: Any, input_shape: tuple[int, ...], ev
     out.input_rescale_k = 0
     if calibration is not None:
         out.input_rescale_k = rescale_input_for_headroom(model, calibration, prof)
-    out.finetune = finetune_fn(model, aligned_context(model, prof, overflow_push))
+    out.finetune = finetune_fn(model, aligned_context(model, prof, overflow_push, calibration))
     out.finetune_s = time.perf_counter() - t0
     model = model.cpu().eval()
     deployment = backend.deploy(model, input_shape, profile=prof, calibration=deploy_calibration)

@@ -111,6 +111,9 @@ class EarlyExitTrainConfig:
         for key in ("weight_decay", "head_weight_decay"):
             _check(0 <= getattr(self, key) < 1, key, "must be in [0, 1)")
         _check(self.profile in PROFILES, "profile", f"{self.profile!r} is not one of {', '.join(sorted(PROFILES))}")
+        _check(self.profile not in PROFILES or PROFILES[self.profile].format != "int8", "profile",
+               "the 16-bit parts run as FP16 or bf16 (integer parts are the 4/8-bit QAT precisions); "
+               f"{self.profile!r} is an int8 deployment profile")
         _check(self.joint_weights in JOINT_WEIGHTS, "joint_weights",
                f"{self.joint_weights!r} is not one of {', '.join(JOINT_WEIGHTS)}")
         _check(self.joint_candidates >= 0, "joint_candidates", "must be >= 0")
