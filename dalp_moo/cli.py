@@ -170,7 +170,7 @@ def _overrides(options: dict[str, Any], sets: tuple[str, ...]) -> list[dict[str,
 @click.option("--epochs", type=int, help="FP32 training epochs per candidate.")
 @click.option("--regime", type=RegistryChoice(_regimes), help="Training/evaluation regime.")
 @click.option("--profile", type=RegistryChoice(_profiles),
-              help="Deployment numerics profile (bf16: with --backend openvino, precision bf16).")
+              help="Deployment numerics profile (bf16 / int8: with --backend openvino, precision bf16 / int8).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
 @click.option("--data", help="Data source: synthetic, airbus:PATH or folder:PATH.")
 @click.option("--backend", help="Deployment backend (see `dalp_moo backends`).")

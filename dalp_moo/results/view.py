@@ -171,14 +171,14 @@ class RunView:
 
     def number_format(self) -> str:
         """Storage format of the deployed figures, from the run's numerics profile
-        (``train.profile``): "FP16" or "bf16"; "low-precision" when the profile is not one of
+        (``train.profile``): "FP16", "bf16" or "INT8"; "low-precision" when the profile is not one of
         :data:`dalp_moo.precision.PROFILES`."""
         from dalp_moo.precision import PROFILES
 
         profile = PROFILES.get(str(getattr(getattr(self.cfg, "train", None), "profile", "")))
         if profile is None:
             return "low-precision"
-        return {"fp16": "FP16"}.get(profile.format, profile.format)
+        return {"fp16": "FP16", "int8": "INT8"}.get(profile.format, profile.format)
 
     def table(self) -> pd.DataFrame:
         """All evaluations (the run folder's table columns) plus ``generation`` (inferred where
