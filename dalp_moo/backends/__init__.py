@@ -17,7 +17,9 @@ standard CNN without measuring (graph captured by :func:`graph.trace_graph`).
 
 Add a backend: write one module that subclasses :class:`Backend`, decorate it with
 ``@register`` and import it below; document each constructor option in ``option_docs`` (a test
-requires it; ``python -m dalp_moo backends --options`` lists them).
+requires it; ``python -m dalp_moo backends --options`` lists them). A backend whose deployment
+calibrates on data (e.g. OpenVINO INT8) sets ``needs_calibration`` and reads the ``calibration``
+batch that :meth:`Backend.deploy` is handed.
 """
 
 from dalp_moo.backends import analytic, myriadx, openvino_backend  # noqa: F401  (registers)
