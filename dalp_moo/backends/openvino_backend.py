@@ -137,7 +137,7 @@ def _nncf() -> Any:
     return nncf
 
 
-def quantize_int8(ov_model: Any, calibration: np.ndarray, seed: int = 0) -> Any:
+def quantize_int8(ov_model: Any, calibration: np.ndarray) -> Any:
     """NNCF post-training INT8 quantisation of ``ov_model`` (symmetric per-channel weights,
     per-tensor activations from the statistics of ``calibration``, a batch of inputs fed one
     at a time; fast bias correction), as ``nncf.quantize`` does by default."""
@@ -627,7 +627,7 @@ class OpenVINOBackend(Backend):
             "plugin_default_precision": _type_name(default) if default else "unknown",
         }
         if default is not None:  # the hint the backend compiles with, not the plugin's default
-            details["INFERENCE_PRECISION_HINT"] = PRECISIONS.get(self.precision) or used
+            details["INFERENCE_PRECISION_HINT"] = "f32" if self.precision == "int8" else used
         if self.precision == "int8":
             details["int8"] = {"quantiser": f"NNCF {_nncf().__version__} post-training quantisation "
                                             "(nncf.quantize defaults: symmetric per-channel weights, per-tensor "
