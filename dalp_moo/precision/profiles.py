@@ -160,7 +160,7 @@ def check_profile_backend(profile: str | NumericsProfile, backend: str,
     not describe the backend's arithmetic: the Myriad X computes in FP16 only (profiles
     ``ieee``/``myriadx``); the ``bf16`` profile projects training onto a real bf16 target, so it
     needs ``--backend openvino`` with ``backend.options.precision = "bf16"``, and that target
-    needs the ``bf16`` profile."""
+    needs the ``bf16`` profile; the same holds for ``int8``."""
     options = options or {}
     prof = get_profile(profile)
     name = prof.name
@@ -169,15 +169,10 @@ def check_profile_backend(profile: str | NumericsProfile, backend: str,
         raise ConfigError(f"train.profile {name!r}: the Myriad X computes in FP16 only; use "
                           "profile 'myriadx' (or 'ieee'), or --backend openvino with "
                           "precision='bf16' for a bf16 target")
-    if prof.format == "bf16" and precision != "bf16":
-        raise ConfigError(f"train.profile {name!r} needs a bf16 deployment: --backend openvino "
-                          "--set 'backend.options={precision=\"bf16\"}'")
-    if precision == "bf16" and prof.format != "bf16":
-        raise ConfigError(f"backend.options.precision='bf16' deploys in bf16: use --profile bf16 "
-                          f"(not {name!r}) so that training is projected onto the same numerics")
-    if prof.format == "int8" and precision != "int8":
-        raise ConfigError(f"train.profile {name!r} needs an int8 deployment: --backend openvino "
-                          "--set 'backend.options={precision=\"int8\"}'")
-    if precision == "int8" and prof.format != "int8":
-        raise ConfigError(f"backend.options.precision='int8' deploys in int8: use --profile int8 "
-                          f"(not {name!r}) so that training is projected onto the same numerics")
+    for fmt in ("bf16", "int8"):  # real low-precision targets: profile and deployment go together
+        if prof.format == fmt and precision != fmt:
+            raise ConfigError(f"train.profile {name!r} needs a deployment in {fmt}: --backend openvino "
+                              f"--set 'backend.options={{precision=\"{fmt}\"}}'")
+        if precision == fmt and prof.format != fmt:
+            raise ConfigError(f"backend.options.precision='{fmt}' deploys in {fmt}: use --profile {fmt} "
+                              f"(not {name!r}) so that training is projected onto the same numerics")
