@@ -143,10 +143,9 @@ class SegmentationEvaluator:
                 fit = train_model(model, self.train_set, self.val_set, cfg.train, seed=seed, device=self.device,
                                   deadline=deadline, label=f"{arch.arch_id} restart {attempt}", init_prior=True)
             train_time = time.perf_counter() - t0
-            calibration = None
-            if regime == "dalp" or getattr(self.backend, "needs_calibration", False):
-                tiles = CALIBRATION_TILES if getattr(self.backend, "needs_calibration", False) else 16
-                calibration = torch.stack([self.train_set[i][0] for i in range(min(tiles, len(self.train_set)))])
+            on_data = getattr(self.backend, "needs_calibration", False)
+            calibration = self.calibration_batch(CALIBRATION_TILES if on_data else 16) \
+                if regime == "dalp" or on_data else None
             result = run_regimes(model, self.backend, self.input_shape, self._score, regime, self.profile,
                                  finetune_fn=finetune, calibration=calibration)
             test = self._score(result.predict, "test")
@@ -182,6 +181,10 @@ class SegmentationEvaluator:
                             eval_time_s=eval_time, extra=extra)
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return record, {"weights": weights, "diagnostics": diagnostics}
+
+    def calibration_batch(self, tiles: int = CALIBRATION_TILES) -> torch.Tensor:
+        """The first ``tiles`` training tiles as one batch (the same for every candidate)."""
+        return torch.stack([self.train_set[i][0] for i in range(min(tiles, len(self.train_set)))])
 
     def _score(self, predict: Any, split: str = "val") -> Any:
         data = self.val_set if split == "val" else self.test_set

@@ -107,7 +107,7 @@ class _Int8Mode(TorchFunctionMode):
         xq = fake_quant(x, scale, qmin, qmax)
         dim = _QUANTISED[func]
         if func is F.conv_transpose2d and kwargs.get("groups", args[6] if len(args) > 6 else 1) != 1:
-            wq = fake_quant(w, weight_scale(w.flatten(), 0).amax(), -127, 127)  # grouped: per tensor
+            wq = fake_quant(w, weight_scale(w.reshape(1, -1)), -127, 127)  # grouped: one scale per tensor
         else:
             wq = fake_quant(w, weight_scale(w, dim), -127, 127)
         return func(xq, wq, *args[2:], **kwargs)

@@ -26,20 +26,17 @@ from dalp_moo.evaluation.record import EvalRecord
 from dalp_moo.log import logger
 
 
-def int8_deployment(cfg: RunConfig) -> bool:
-    """True when the run deploys through OpenVINO in INT8 (NNCF post-training quantisation)."""
-    return cfg.backend.name == "openvino" and cfg.backend.options.get("precision") == "int8"
+def _int8_deployment(evaluator: Any) -> bool:
+    """True when the run's backend quantises on data (OpenVINO INT8)."""
+    return bool(getattr(getattr(evaluator, "backend", None), "needs_calibration", False))
 
 
 def quantised_ir(ov_model: Any, evaluator: Any) -> Any:
-    """``ov_model`` quantised to INT8 as the run's evaluations were: NNCF from the first
-    :data:`~dalp_moo.evaluation.segmentation.CALIBRATION_TILES` training tiles."""
+    """``ov_model`` quantised to INT8 as the run's evaluations were: NNCF from the evaluator's
+    calibration tiles (:meth:`~dalp_moo.evaluation.segmentation.SegmentationEvaluator.calibration_batch`)."""
     from dalp_moo.backends.openvino_backend import quantize_int8
-    from dalp_moo.evaluation.segmentation import CALIBRATION_TILES
 
-    train = evaluator.train_set
-    tiles = torch.stack([train[i][0] for i in range(min(CALIBRATION_TILES, len(train)))])
-    return quantize_int8(ov_model, tiles.numpy())
+    return quantize_int8(ov_model, evaluator.calibration_batch().numpy())
 
 
 def export_front_ir(run_dir: str | Path, cfg: RunConfig, front: Sequence[EvalRecord]) -> list[Path]:
@@ -50,7 +47,7 @@ def export_front_ir(run_dir: str | Path, cfg: RunConfig, front: Sequence[EvalRec
 
     store = ArtifactStore(run_dir)
     evaluator = get_evaluator(cfg)
-    int8 = int8_deployment(cfg)
+    int8 = _int8_deployment(evaluator)
     paths = []
     for record in front:
         try:
@@ -225,7 +222,7 @@ def export_candidate(run_dir: str | Path, arch_id: str, out: str | Path) -> dict
     ov_model = convert(model, example)
     xml = save_ir(ov_model, out_dir / arch_id)
     xml_int8 = save_ir(quantised_ir(ov_model, evaluator), out_dir / f"{arch_id}_int8") \
-        if int8_deployment(cfg) else None
+        if _int8_deployment(evaluator) else None
     state_path = out_dir / f"{arch_id}.pt"
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, state_path)
     atomic_write_text(out_dir / "config.toml", folder.config_path.read_text())
