@@ -2,8 +2,9 @@
 space on the embedded data, under the paper's recipe (before) and the balanced recipe (after).
 
 For each recipe (``train.recipe``: ``paper`` = Adam 1e-3, focal loss alpha 1 gamma 2, batch 8,
-patience 3, constant lr, shuffled tiles; ``balanced`` = the same plus a vessel-class Dice loss
-and the output bias starting at the class prior, see ``dalp_moo.training.trainer``; further
+patience 3, constant lr, shuffled tiles; ``balanced`` = a vessel-class Dice loss added
+and the output bias starting at the class prior, with the default preset's learning rate and
+schedule (cosine at 3e-3 since 2026-12-02), see ``dalp_moo.training.trainer``; further
 settings with ``--variant``), at the default preset's budget
 (its ``train.epochs`` and data size unless overridden):
 
@@ -44,6 +45,7 @@ from dalp_moo.model import InputNorm, ParamCounter, build_model, count_params
 from dalp_moo.space import SearchSpace
 from dalp_moo.space.genome import BLOCKS, CHANNEL_COEFFICIENTS, GENES_PER_UNIT, KERNELS
 from dalp_moo.training import degenerate_reason, evaluate_segmentation, train_model
+from dalp_moo.training.trainer import PAPER_SETTINGS
 
 #: (label, block, channel coefficient, kernel, units, normalisation)
 BASELINES = (
@@ -81,7 +83,10 @@ def predicted_classes(model: torch.nn.Module, dataset, batch: int = 32) -> set[i
     return seen
 
 
-def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str) -> dict:
+def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str,
+              keep_model: bool = False) -> dict:
+    """Train ``arch`` in FP32 and score it (a row of the result JSON); ``keep_model``: the row
+    also holds the trained model under ``"model"`` (to be popped before writing)."""
     source = open_source(dcfg)
     torch.manual_seed(seed)
     shift, scale = normalization_params(dcfg, source.band_stats())
@@ -105,6 +110,8 @@ def train_one(arch, dcfg: DataConfig, tcfg, seed: int, label: str, setting: str)
                test_miou=test.miou, test_vessel_iou=test.per_class_iou[-1],
                constant_prediction=len(classes) < 2,
                degenerate=bool(degenerate_reason(test.per_class_iou[0], test.per_class_iou[-1])))
+    if keep_model:
+        row["model"] = model
     return row
 
 
@@ -155,7 +162,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=KEY:VALUE,... a named setting of train keys (e.g. cosine3=schedule:cosine,lr:0.003)")
     args = ap.parse_args()
-    variants = {"paper": {"recipe": "paper"}, "balanced": {"recipe": "balanced"}}
+    # paper: its settings in full (the default preset's lr and schedule are the balanced recipe's)
+    variants = {"paper": {"recipe": "paper", "schedule": "constant", **PAPER_SETTINGS},
+                "balanced": {"recipe": "balanced"}}
     for spec in args.variant:
         name, _, body = spec.partition("=")
         variants[name] = {k: parse_override(f"train.{k}={v}")["train"][k]

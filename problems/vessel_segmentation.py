@@ -65,7 +65,9 @@ class VesselSegmentation(Application):
     """The built-in application: U-Net encoder search for vessel segmentation."""
 
     name = NAME
-    version = "1"
+    #: enters every evaluation hash; 2 (2026-12-02): default data with fixed band offsets
+    #: (no per-tile jitter), so caches of version 1 are not reused for the new data
+    version = "2"
     sections = {"space": SpaceConfig, "data": DataConfig, "train": TrainConfig}
     constraints_section = SegmentationConstraints
     preset_dir = Path(__file__).parent / "presets" / "vessel_segmentation"

@@ -209,7 +209,7 @@ def toy_config(**search: Any):
 
 def test_registry_lists_and_rejects(toy):
     assert applications.available()["toy-classification"] == "1"
-    assert applications.available()["vessel-segmentation"] == "1"
+    assert applications.available()["vessel-segmentation"] == "2"
     with pytest.raises(ConfigError, match="unknown problem 'toy-clasification' \\(did you mean 'toy-classification'"):
         applications.get("toy-clasification")
 

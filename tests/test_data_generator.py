@@ -31,7 +31,7 @@ from dalp_moo.data.scene import (
     spectra,
     tile_rng,
 )
-from dalp_moo.data.synthetic import generate_tiles, split_bounds
+from dalp_moo.data.synthetic import generate_tiles, split_bounds, variant_params
 from dalp_moo.errors import ConfigError, DataError
 
 
@@ -308,16 +308,18 @@ def test_generator_overrides_need_a_synthetic_source() -> None:
 
 
 def test_misregistration_jitter_switch() -> None:
-    still = GeneratorParams(misregistration_jitter_px=0)
+    assert GeneratorParams().misregistration_jitter_px == 0  # fixed band offsets by default
+    assert variant_params("jittered") == GeneratorParams(misregistration_jitter_px=1)
+    jittered = GeneratorParams(misregistration_jitter_px=1)
     differs = 0
     for index in range(6):
-        a, ma = make_tile(3, index, 32, 4)
-        b, mb = make_tile(3, index, 32, 4, still)
+        a, ma = make_tile(3, index, 32, 4, jittered)
+        b, mb = make_tile(3, index, 32, 4)
         # the same random stream either way: reference band and mask are unchanged
         assert np.array_equal(ma, mb) and np.array_equal(a[1], b[1])
         differs += int(not np.array_equal(a, b))
     assert differs > 0  # some tile had a jittered band
     # without misregistration the jitter has nothing to move
-    a, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0))
-    b, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0, misregistration_jitter_px=0))
+    a, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0, misregistration_jitter_px=1))
+    b, _ = make_tile(3, 0, 32, 4, GeneratorParams(misregistration_px=0))
     assert np.array_equal(a, b)

@@ -82,7 +82,10 @@ class GeneratorParams:
     sparkle_density: float = 0.7  #: mean glint sparkles per 64x64 (hard negatives)
     small_cloud_density: float = 0.2  #: mean small cumulus puffs per 64x64 (hard negatives)
     misregistration_px: int = 2  #: largest band-to-band shift (px): fixed per-band offset plus jitter
-    misregistration_jitter_px: int = 1  #: per-tile random part of each band's shift (0 or 1 px)
+    #: per-tile random part of each band's shift (0 or 1 px). 0 (default since 2026-12-02): the
+    #: offsets are fixed per band, as at sea level, where the band-to-band parallax of a push-broom
+    #: sensor does not vary with terrain; 1: the former default (variant ``jittered``)
+    misregistration_jitter_px: int = 0
     read_noise_dn: float = 6.0  #: read noise standard deviation (DN)
     shot_noise: float = 0.25  #: shot-noise variance per DN of signal (DN)
     striping_dn: float = 4.0  #: column-to-column offset standard deviation (DN)

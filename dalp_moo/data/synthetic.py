@@ -65,10 +65,12 @@ class SyntheticSpec:
 #: named generator variants for ``data.source = "synthetic:NAME"`` (``synthetic`` = default)
 VARIANTS: dict[str, GeneratorParams] = {
     "default": GeneratorParams(),
+    # the default before 2026-12-02: each band's offset also jitters by up to 1 px from tile to tile
+    "jittered": GeneratorParams(misregistration_jitter_px=1),
     # frequent large cloud fields near saturation (much harder to learn; FP16 overflow stress)
     "cloudy": GeneratorParams(p_cloud=0.35, cloud_cover=(0.05, 0.6), small_cloud_density=0.4),
-    # every hard case more often: clouds, glint, haze, dark hulls, wakes, hard negatives
-    "hard": GeneratorParams(p_cloud=0.3, cloud_cover=(0.05, 0.6), p_glint=0.25, p_haze=0.4,
+    # every hard case more often: clouds, glint, haze, dark hulls, wakes, hard negatives, band jitter
+    "hard": GeneratorParams(misregistration_jitter_px=1, p_cloud=0.3, cloud_cover=(0.05, 0.6), p_glint=0.25, p_haze=0.4,
                             p_dark_hull=0.2, p_rust_hull=0.2, wake_strength=0.55,
                             sparkle_density=1.5, rocks_density=0.5, small_cloud_density=0.4),
     # vessels on calm open sea only: no clouds, glint, haze, land, wakes or hard negatives

@@ -9,10 +9,11 @@ Recipes (``TrainConfig.recipe``):
   (``dice_weight``), and a fresh candidate's output bias starting at the log class frequencies
   of the training masks (``train_model(..., init_prior=True)``, the prior initialisation of
   the focal-loss paper), so the first steps are not spent learning that vessels are rare.
-  Options measured without a gain at the default budget and therefore off by default: tiles
-  holding vessels sampled with probability ``vessel_tiles`` (0: shuffled order as in
-  ``paper``) and a ``cosine`` learning-rate ``schedule`` (linear warm-up over the first 5 % of
-  the steps, then cosine decay to 0 at the last epoch).
+  Options: a ``cosine`` learning-rate ``schedule`` (linear warm-up over the first 5 % of the
+  steps, then cosine decay to 0 at the last epoch; the config default is ``constant``, the
+  default preset sets ``cosine`` with ``lr`` 3e-3, measured in
+  ``benchmarks/data_difficulty.py``) and tiles holding vessels sampled with probability
+  ``vessel_tiles`` (0, the default: shuffled order as in ``paper``; measured without a gain).
   Chosen by measurement (``benchmarks/data_baseline.py``): at the default budget the paper's
   recipe leaves many candidates predicting background only (vessel IoU near 0).
 
